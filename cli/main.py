@@ -1,0 +1,240 @@
+"""The ``cargotrace`` command line: the local stack, the services, devices, tokens, maintenance."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, TypeVar
+
+import psycopg
+import typer
+from psycopg import sql
+from rich.console import Console
+from rich.table import Table
+
+from api.tokens import ROLES, create_token
+from devices.broker_accounts import BrokerAccounts, BrokerError
+from devices.provisioning import DEVICE_KINDS, DeviceSpec, ProvisioningError, add_device, remove_device, rotate_device
+from ingest.db import StoreError, applied_versions, connect, describe, ensure_database, migrate, migrations
+from ingest.maintenance import HYPERTABLES, apply_retention
+from runtime.logs import configure_logging
+from runtime.settings import Settings, load_settings
+
+app = typer.Typer(help="cargotrace: warehouse and logistics telemetry into an ERP ledger.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+device_app = typer.Typer(help="Devices and their broker credentials.", no_args_is_help=True)
+token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks that print their figures.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(device_app, name="device")
+app.add_typer(token_app, name="token")
+app.add_typer(bench_app, name="bench")
+
+console = Console(stderr=True)
+T = TypeVar("T")
+
+_EXPECTED = (StoreError, BrokerError, ProvisioningError, psycopg.Error, ValueError)
+
+
+@contextmanager
+def _clear_errors() -> Iterator[None]:
+    """Expected failures (a service down, bad input) end with one clear line, not a traceback."""
+    try:
+        yield
+    except _EXPECTED as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
+def _settings(create_secrets: bool = False) -> Settings:
+    settings = load_settings(create_secrets=create_secrets)
+    configure_logging(settings.log_level)
+    return settings
+
+
+def _with_db(settings: Settings, fn: Callable[[psycopg.Connection], T]) -> T:
+    with connect(settings.database_url) as conn:
+        return fn(conn)
+
+
+def bring_up(settings: Settings) -> list[str]:
+    """Database (created if missing) and migrations; the local broker and its service accounts."""
+    if ensure_database(settings.database_url):
+        console.print(f"created database {describe(settings.database_url)}")
+    applied = migrate(settings.database_url)
+    if settings.manage_broker:
+        from cli.local_broker import start_local_broker
+
+        pid = start_local_broker(settings)
+        console.print(f"broker: Mosquitto pid {pid} on {settings.mqtt_host}:{settings.mqtt_port} "
+                      f"(config {settings.mosquitto_conf})")
+    with BrokerAccounts(settings) as accounts:
+        accounts.ensure_service_accounts()
+    return applied
+
+
+@app.command()
+def up() -> None:
+    """Start or reuse the local stack (database, migrations, Mosquitto from mosquitto.conf). Idempotent."""
+    settings = _settings(create_secrets=True)
+    with _clear_errors():
+        applied = bring_up(settings)
+    console.print(f"database {describe(settings.database_url)}: "
+                  f"{'applied ' + ', '.join(applied) if applied else 'schema up to date'}")
+    console.print("[green]stack is up[/green]")
+
+
+@app.command()
+def down() -> None:
+    """Stop the local Mosquitto started by `up` (PostgreSQL is a system service and keeps running)."""
+    settings = _settings()
+    with _clear_errors():
+        from cli.local_broker import stop_local_broker
+
+        stopped = stop_local_broker(settings)
+    console.print("broker stopped" if stopped else "broker was not running")
+
+
+@app.command()
+def status() -> None:
+    """What runs and what the database holds."""
+    settings = _settings()
+    table = Table(title="cargotrace status")
+    table.add_column("part")
+    table.add_column("state")
+    healthy = True
+    try:
+        with connect(settings.database_url) as conn:
+            versions = applied_versions(conn)
+            ts = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
+            table.add_row("database", f"[green]up[/green] {describe(settings.database_url)}")
+            table.add_row("timescaledb", ts[0] if ts else "[red]not installed in this database[/red]")
+            table.add_row("migrations", f"{len(versions)} of {len(migrations())} applied")
+            if versions:
+                for name in (*HYPERTABLES, "dead_letters", "devices"):
+                    count = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(name))).fetchone()
+                    table.add_row(f"  {name}", f"{count[0] if count else 0} rows")
+    except StoreError as exc:
+        healthy = False
+        table.add_row("database", f"[red]down[/red] {exc}")
+    if settings.manage_broker:
+        from cli.local_broker import local_broker_status
+
+        state = local_broker_status(settings)
+        healthy = healthy and bool(state.get("running"))
+        table.add_row("broker", f"{'[green]up[/green]' if state.get('running') else '[red]down[/red]'} "
+                                f"port {state.get('port')} pid {state.get('pid')}")
+    else:
+        table.add_row("broker", f"external {settings.mqtt_host}:{settings.mqtt_port}")
+    Console().print(table)
+    if not healthy:
+        raise typer.Exit(1)
+
+
+@db_app.command("migrate")
+def db_migrate() -> None:
+    """Apply pending migrations (a no-op when up to date)."""
+    settings = _settings()
+    with _clear_errors():
+        applied = migrate(settings.database_url)
+    console.print(f"applied: {', '.join(applied)}" if applied else "schema up to date")
+
+
+def _serve(settings: Settings, workers: int, *, maintain: bool) -> None:
+    from ingest.supervisor import Supervisor
+
+    supervisor = Supervisor(settings, workers, maintain=maintain)
+    signal.signal(signal.SIGTERM, supervisor.request_stop)
+    signal.signal(signal.SIGINT, supervisor.request_stop)
+    console.print(f"running {workers} ingest worker(s); Ctrl-C stops")
+    supervisor.run()
+    console.print("stopped cleanly")
+
+
+@app.command()
+def run(workers: Annotated[int | None, typer.Option(help="ingest worker processes")] = None) -> None:
+    """Run the platform in the foreground: migrations, ingest workers and scheduled retention."""
+    settings = _settings()
+    with _clear_errors():
+        migrate(settings.database_url)
+    _serve(settings, workers or settings.ingest_workers, maintain=True)
+
+
+@app.command()
+def ingest(workers: Annotated[int | None, typer.Option(help="ingest worker processes")] = None) -> None:
+    """Run only the ingest workers in the foreground."""
+    settings = _settings()
+    _serve(settings, workers or settings.ingest_workers, maintain=False)
+
+
+@app.command()
+def maintain() -> None:
+    """Apply retention once: drop chunks past each table's age, trim dead letters and identities."""
+    settings = _settings()
+    with _clear_errors(), connect(settings.database_url, autocommit=True) as conn:
+        report = apply_retention(conn, settings)
+    for table, n in report.chunks_dropped.items():
+        console.print(f"{table}: {n} chunk(s) dropped")
+    console.print(f"dead letters deleted: {report.dead_letters_deleted}; "
+                  f"identities expired: {report.message_ids_deleted}")
+
+
+@device_app.command("add")
+def device_add(
+    device_id: str,
+    kind: Annotated[str, typer.Option(help=f"one of {', '.join(DEVICE_KINDS)}")],
+    site: str | None = None,
+    location: str | None = None,
+    mode: str | None = None,
+    vehicle: str | None = None,
+) -> None:
+    """Register a device and print its broker credentials (shown once)."""
+    settings = _settings()
+    spec = DeviceSpec(device_id, kind, site=site, location=location, mode=mode, vehicle=vehicle)
+    with _clear_errors():
+        creds = _with_db(settings, lambda conn: add_device(settings, conn, spec))
+    _print_credentials(creds.username, creds.password, creds.host, creds.port, creds.publish_topic)
+
+
+@device_app.command("rotate")
+def device_rotate(device_id: str) -> None:
+    """Issue a new broker password; the old one stops working at once."""
+    settings = _settings()
+    with _clear_errors():
+        creds = _with_db(settings, lambda conn: rotate_device(settings, conn, device_id))
+    _print_credentials(creds.username, creds.password, creds.host, creds.port, creds.publish_topic)
+
+
+@device_app.command("remove")
+def device_remove(device_id: str) -> None:
+    """Revoke the device's broker access (a connected device is disconnected) and unregister it."""
+    settings = _settings()
+    with _clear_errors():
+        existed = _with_db(settings, lambda conn: remove_device(settings, conn, device_id))
+    console.print(f"removed {device_id}" if existed else f"{device_id} was not registered (broker access revoked)")
+
+
+def _print_credentials(username: str, password: str, host: str, port: int, topic: str) -> None:
+    sys.stdout.write(f"username={username}\npassword={password}\nbroker={host}:{port}\ntopic={topic}\n")
+
+
+@token_app.command("create")
+def token_create(
+    role: Annotated[str, typer.Option(help=f"one of {', '.join(ROLES)}")],
+    label: Annotated[str | None, typer.Option(help="who or what the token is for")] = None,
+) -> None:
+    """Create an API token and print only the token."""
+    settings = _settings()
+    with _clear_errors():
+        token = _with_db(settings, lambda conn: create_token(conn, role, label))
+    sys.stdout.write(token + "\n")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

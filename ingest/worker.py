@@ -1,0 +1,258 @@
+"""One ingest worker: MQTT 5 shared subscription -> batch -> one transaction -> ack.
+
+At-least-once in, exactly-once applied: a message is acknowledged to the broker only after the
+transaction that stored it (or its dead letter) has committed, and ``(device_id, msg_id)``
+identity makes a redelivery a no-op. The MQTT 5 Receive Maximum bounds how many un-acked
+messages the broker sends us, which bounds this process's memory whatever the backlog.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import paho.mqtt.client as mqtt
+import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from core.contract import Limits
+from ingest.db import StoreError, connect
+from ingest.decode import DeadLetter, Inbound, prepare
+from ingest.store import BatchResult, known_devices, store_dead_letters, write_batch
+from runtime.settings import Settings
+
+log = logging.getLogger("cargotrace.ingest")
+
+_TRANSIENT = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure,
+              psycopg.errors.LockNotAvailable)
+
+
+def subscription(settings: Settings) -> str:
+    return f"$share/{settings.ingest_group}/{settings.topic_prefix}/dev/+/+"
+
+
+@dataclass(frozen=True, slots=True)
+class _Received:
+    message: Inbound
+    generation: int  # the MQTT connection it came on: acks are only valid on that connection
+
+
+@dataclass
+class Counters:
+    applied: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    batches: int = 0
+
+
+class IngestWorker:
+    def __init__(self, settings: Settings, index: int = 0) -> None:
+        self.settings = settings
+        self.client_id = f"{settings.ingest_client_prefix}-{index}"
+        self.limits = Limits(max_future_skew=timedelta(seconds=settings.max_future_skew_s))
+        self.counters = Counters()
+        self._inbox: queue.SimpleQueue[_Received] = queue.SimpleQueue()
+        self._generation = 0
+        self._connected = threading.Event()
+        self._stop = threading.Event()
+        self._conn: psycopg.Connection | None = None
+        self._client = self._make_client()
+
+    # --- MQTT ------------------------------------------------------------------------------------
+
+    def _make_client(self) -> mqtt.Client:
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                             protocol=mqtt.MQTTv5, manual_ack=True)
+        client.username_pw_set(self.settings.mqtt_service_user, self.settings.mqtt_service_password)
+        client.reconnect_delay_set(min_delay=1, max_delay=15)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        return client
+
+    def _on_connect(self, client: mqtt.Client, _u: object, _f: object, reason: ReasonCode,
+                    _p: object) -> None:
+        if reason.is_failure:
+            log.error("%s: broker refused the connection: %s (check the service account; "
+                      "`cargotrace up` creates it)", self.client_id, reason)
+            return
+        self._generation += 1
+        client.subscribe(subscription(self.settings), qos=1)
+        self._connected.set()
+        log.info("%s: connected to %s:%s, subscribed to %s", self.client_id, self.settings.mqtt_host,
+                 self.settings.mqtt_port, subscription(self.settings))
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, reason: ReasonCode,
+                       _p: object) -> None:
+        self._connected.clear()
+        self._generation += 1  # whatever was received before is redelivered on the next session
+        if not self._stop.is_set():
+            log.warning("%s: disconnected from the broker (%s); reconnecting", self.client_id, reason)
+
+    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        self._inbox.put(_Received(Inbound(msg.topic, bytes(msg.payload), datetime.now(UTC), msg.mid, msg.qos),
+                                  self._generation))
+
+    def connect(self, timeout: float = 10.0) -> None:
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = self.settings.ingest_session_expiry_s
+        props.ReceiveMaximum = self.settings.ingest_inflight
+        try:
+            self._client.connect(self.settings.mqtt_host, self.settings.mqtt_port, keepalive=30,
+                                 clean_start=False, properties=props)
+        except OSError as exc:
+            raise StoreError(f"cannot reach the MQTT broker at {self.settings.mqtt_host}:"
+                             f"{self.settings.mqtt_port}: {exc}. Start it with `cargotrace up` or set "
+                             "CARGOTRACE_MQTT_HOST/CARGOTRACE_MQTT_PORT.") from None
+        self._client.loop_start()
+        if not self._connected.wait(timeout):
+            self._client.loop_stop()
+            raise StoreError(f"the MQTT broker at {self.settings.mqtt_host}:{self.settings.mqtt_port} did not "
+                             "accept the ingest service account in time (see the log above)")
+
+    # --- database --------------------------------------------------------------------------------
+
+    def _db(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = connect(self.settings.database_url)
+        return self._conn
+
+    def _drop_db(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
+        self._conn = None
+
+    def _store(self, messages: Sequence[Inbound]) -> BatchResult:
+        conn = self._db()
+        with conn.transaction(), conn.cursor() as cur:
+            lookup: Callable[[Collection[str]], Collection[str]] = lambda ids: known_devices(cur, ids)  # noqa: E731
+            prepared = prepare(messages, self.settings.topic_prefix, self.limits,
+                               self.settings.max_payload_bytes, lookup)
+            return write_batch(cur, prepared.records, prepared.dead)
+
+    def _store_isolated(self, messages: Sequence[Inbound]) -> BatchResult:
+        """A batch failed for a reason that is not transient: apply its messages one by one so that
+        one message the database refuses becomes a dead letter and the others still land."""
+        applied, dups, dead = [], 0, 0
+        for message in messages:
+            try:
+                result = self._store([message])
+            except psycopg.OperationalError:
+                raise
+            except psycopg.Error as exc:
+                self._db().rollback()
+                letter = DeadLetter(message.received_at, message.topic, None, "storage_error",
+                                    str(exc).strip().splitlines()[0][:500], None, message.payload,
+                                    len(message.payload))
+                result = self._store_dead([letter])
+            applied += result.applied
+            dups += result.duplicates
+            dead += result.dead_letters
+        return BatchResult(applied, dups, dead)
+
+    def _store_dead(self, letters: list[DeadLetter]) -> BatchResult:
+        conn = self._db()
+        with conn.transaction(), conn.cursor() as cur:
+            store_dead_letters(cur, letters)
+        return BatchResult([], 0, len(letters))
+
+    def apply(self, messages: Sequence[Inbound]) -> BatchResult:
+        """Store a batch, retrying transient failures until it commits or the worker is stopped."""
+        delay = 0.2
+        while True:
+            try:
+                try:
+                    return self._store(messages)
+                except _TRANSIENT:
+                    raise
+                except psycopg.OperationalError:
+                    raise
+                except psycopg.Error as exc:
+                    log.warning("%s: batch of %d refused by the database (%s); applying one by one",
+                                self.client_id, len(messages), str(exc).strip().splitlines()[0])
+                    self._db().rollback()
+                    return self._store_isolated(messages)
+            except (*_TRANSIENT, psycopg.OperationalError, StoreError) as exc:
+                if isinstance(exc, psycopg.OperationalError | StoreError):
+                    self._drop_db()
+                if self._stop.is_set():
+                    raise
+                log.warning("%s: database unavailable (%s); retrying in %.1fs, nothing is acked meanwhile",
+                            self.client_id, str(exc).strip().splitlines()[0], delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    # --- main loop -------------------------------------------------------------------------------
+
+    def _take(self) -> tuple[list[Inbound], int]:
+        wait = self.settings.ingest_batch_wait_ms / 1000
+        try:
+            first = self._inbox.get(timeout=0.25)
+        except queue.Empty:
+            return [], self._generation
+        batch = [first]
+        deadline = time.monotonic() + wait
+        while len(batch) < self.settings.ingest_batch_max:
+            try:
+                batch.append(self._inbox.get_nowait())
+            except queue.Empty:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    batch.append(self._inbox.get(timeout=left))
+                except queue.Empty:
+                    break
+        generation = self._generation
+        # Messages from a connection that has since dropped are redelivered on the new one.
+        return [r.message for r in batch if r.generation == generation], generation
+
+    def _ack(self, messages: Sequence[Inbound], generation: int) -> None:
+        if generation != self._generation:
+            return  # the connection dropped after commit: the broker redelivers, identity dedupes
+        for m in messages:
+            if m.qos > 0:
+                self._client.ack(m.mid, m.qos)
+
+    def run_once(self) -> int:
+        batch, generation = self._take()
+        if not batch:
+            return 0
+        result = self.apply(batch)
+        self._ack(batch, generation)
+        self.counters.applied += len(result.applied)
+        self.counters.duplicates += result.duplicates
+        self.counters.dead_letters += result.dead_letters
+        self.counters.batches += 1
+        return len(batch)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self, report_every_s: float = 10.0) -> None:
+        self.connect()
+        last_report, last_applied = time.monotonic(), 0
+        try:
+            while not self._stop.is_set():
+                self.run_once()
+                now = time.monotonic()
+                if now - last_report >= report_every_s:
+                    rate = (self.counters.applied - last_applied) / (now - last_report)
+                    log.info("%s: %.0f msg/s applied; totals: %d applied, %d duplicates, %d dead letters",
+                             self.client_id, rate, self.counters.applied, self.counters.duplicates,
+                             self.counters.dead_letters)
+                    last_report, last_applied = now, self.counters.applied
+        finally:
+            self._client.disconnect()
+            self._client.loop_stop()
+            self._drop_db()

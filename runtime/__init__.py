@@ -1,0 +1,1 @@
+"""Process-level plumbing shared by the adapters: settings, logging."""

@@ -1,0 +1,115 @@
+"""Configuration, read once from the environment (prefix ``CARGOTRACE_``) and passed explicitly.
+
+Secrets the local stack generates for itself (broker service accounts) live in
+``<state_dir>/secrets.json``; an environment variable always wins over that file, so a
+production deployment sets them explicitly and never has such a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets as _secrets
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+_GENERATED_SECRETS = ("mqtt_service_password", "mqtt_admin_password")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CARGOTRACE_", extra="ignore", frozen=True)
+
+    # --- database -------------------------------------------------------------------------------
+    database_url: str = "postgresql://cargotrace:cargotrace@127.0.0.1:5432/cargotrace"
+
+    # --- broker ---------------------------------------------------------------------------------
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = 1884
+    topic_prefix: str = "cargotrace/v1"
+    # Start and stop a local Mosquitto from the project's mosquitto.conf in `cargotrace up`.
+    # Set to false when pointing at an external broker.
+    manage_broker: bool = True
+    mosquitto_conf: Path = PROJECT_ROOT / "mosquitto.conf"
+    mosquitto_bin: str = "mosquitto"
+    mqtt_service_user: str = "cargotrace-service"
+    mqtt_service_password: str = ""
+    mqtt_admin_user: str = "cargotrace-admin"
+    mqtt_admin_password: str = ""
+
+    # --- local state ----------------------------------------------------------------------------
+    state_dir: Path = PROJECT_ROOT / ".cargotrace"
+
+    # --- ingest ---------------------------------------------------------------------------------
+    ingest_workers: int = 2
+    ingest_group: str = "cargotrace-ingest"
+    ingest_client_prefix: str = "cargotrace-ingest"
+    # Messages a worker holds un-acked at once (MQTT 5 Receive Maximum): the memory bound.
+    ingest_inflight: int = 8000
+    ingest_batch_max: int = 4000
+    ingest_batch_wait_ms: int = 40
+    ingest_session_expiry_s: int = 7 * 24 * 3600
+    max_payload_bytes: int = 256 * 1024
+    max_future_skew_s: int = 300
+
+    # --- retention (days; 0 keeps forever) ------------------------------------------------------
+    retention_scans_days: int = 730
+    retention_rfid_reads_days: int = 90
+    retention_positions_days: int = 365
+    retention_env_readings_days: int = 730
+    retention_device_status_days: int = 90
+    retention_dead_letters_days: int = 180
+    # How long a (device_id, msg_id) is remembered for de-duplication.
+    dedupe_window_days: int = 14
+    maintain_interval_s: int = 3600
+
+    # --- API ------------------------------------------------------------------------------------
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+
+    log_level: str = Field(default="INFO")
+
+    @property
+    def secrets_file(self) -> Path:
+        return self.state_dir / "secrets.json"
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.state_dir / "broker"
+
+
+def _read_secrets(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def load_settings(*, create_secrets: bool = False, **overrides: Any) -> Settings:
+    """Read the environment once; fill generated local secrets from the state directory.
+
+    With ``create_secrets`` (used by ``cargotrace up``) missing secrets are generated and saved
+    (mode 0600) so that the broker accounts and the services agree on them.
+    """
+    settings = Settings(**overrides)
+    stored = _read_secrets(settings.secrets_file)
+    missing = {name for name in _GENERATED_SECRETS if not getattr(settings, name)}
+    fill: dict[str, Any] = {name: stored[name] for name in missing if stored.get(name)}
+    still_missing = missing - fill.keys()
+    if still_missing and create_secrets:
+        for name in still_missing:
+            fill[name] = _secrets.token_urlsafe(24)
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        stored.update(fill)
+        tmp = settings.secrets_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(stored, indent=2))
+        os.chmod(tmp, 0o600)
+        tmp.replace(settings.secrets_file)
+    if not fill:
+        return settings
+    return settings.model_copy(update=fill)
