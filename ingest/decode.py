@@ -74,7 +74,13 @@ def _dead(msg: Inbound, device_id: str | None, rejection: Rejection) -> DeadLett
                       rejection.index, payload, size)
 
 
-def _parse(msg: Inbound, prefix: str, max_payload: int) -> _Parsed | DeadLetter:
+DOWNLINK_KIND = "config"
+
+
+def _parse(msg: Inbound, prefix: str, max_payload: int) -> _Parsed | DeadLetter | None:
+    if msg.topic.endswith("/" + DOWNLINK_KIND):
+        # Our own retained downlink matches the same wildcard; devices cannot publish there (ACL).
+        return None
     topic = parse_topic(msg.topic, prefix)
     if isinstance(topic, Rejection):
         return _dead(msg, None, topic)
@@ -96,6 +102,8 @@ def prepare(messages: Iterable[Inbound], prefix: str, limits: Limits, max_payloa
     parsed: list[_Parsed] = []
     for msg in messages:
         item = _parse(msg, prefix, max_payload)
+        if item is None:
+            continue
         if isinstance(item, DeadLetter):
             out.dead.append(item)
         else:

@@ -23,6 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from core.contract import Limits
 from ingest.db import StoreError, connect
@@ -86,7 +87,8 @@ class IngestWorker:
                       "`cargotrace up` creates it)", self.client_id, reason)
             return
         self._generation += 1
-        client.subscribe(subscription(self.settings), qos=1)
+        # Retain handling 2: no retained messages on subscribe (those are device configs, downlink).
+        client.subscribe(subscription(self.settings), options=SubscribeOptions(qos=1, retainHandling=2))
         self._connected.set()
         log.info("%s: connected to %s:%s, subscribed to %s", self.client_id, self.settings.mqtt_host,
                  self.settings.mqtt_port, subscription(self.settings))
@@ -123,7 +125,7 @@ class IngestWorker:
 
     def _db(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
-            self._conn = connect(self.settings.database_url)
+            self._conn = connect(self.settings.database_url, application_name=self.client_id)
         return self._conn
 
     def _drop_db(self) -> None:

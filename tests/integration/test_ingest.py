@@ -195,3 +195,28 @@ def test_device_state_keeps_newest_device_time_not_last_received(settings: Setti
         wait_until(lambda: count(db, "SELECT count(*) FROM env_readings") == 2, what="late reading")
     row = db.execute("SELECT last_ts, messages FROM device_state").fetchone()
     assert row == (newest, 2)
+
+
+
+def test_retained_downlink_configs_are_not_taken_for_device_data(settings: Settings,
+                                                                  db: psycopg.Connection) -> None:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    creds = provision(settings, db)
+    service = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=unique("svc"), protocol=mqtt.MQTTv5)
+    service.username_pw_set(settings.mqtt_service_user, settings.mqtt_service_password)
+    service.connect(settings.mqtt_host, settings.mqtt_port)
+    service.loop_start()
+    info = service.publish(f"{settings.topic_prefix}/dev/{creds.device_id}/config", b'{"mode":"pick"}', qos=1,
+                           retain=True)
+    info.wait_for_publish(10)
+    with running_worker(settings) as worker, device(creds, settings) as d:
+        service.publish(f"{settings.topic_prefix}/dev/{creds.device_id}/config", b'{"mode":"ship"}', qos=1,
+                        retain=True).wait_for_publish(10)
+        d.publish("env", {"msg_id": "after", "ts": iso(datetime.now(UTC)), "temp_c": 1})
+        wait_until(lambda: count(db, "SELECT count(*) FROM env_readings") == 1, what="the reading")
+    service.disconnect()
+    service.loop_stop()
+    assert count(db, "SELECT count(*) FROM dead_letters") == 0
+    assert worker.counters.dead_letters == 0
