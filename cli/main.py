@@ -6,6 +6,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, TypeVar
 
 import psycopg
@@ -230,6 +231,27 @@ def token_create(
     with _clear_errors():
         token = _with_db(settings, lambda conn: create_token(conn, role, label))
     sys.stdout.write(token + "\n")
+
+
+@bench_app.command("ingest")
+def bench_ingest(
+    messages: Annotated[int, typer.Option(help="backlog size")] = 200_000,
+    workers: Annotated[int | None, typer.Option(help="ingest worker processes")] = None,
+    devices: Annotated[int, typer.Option(help="publishing devices")] = 8,
+    live_rate: Annotated[int, typer.Option(help="msg/s in the latency phase")] = 2000,
+    live_seconds: Annotated[float, typer.Option(help="length of the latency phase")] = 15.0,
+    out: Annotated[Path, typer.Option(help="where the plot and JSON go")] = Path("bench-results"),
+) -> None:
+    """Backlog drain vs broker and COPY ceilings, then live latency; last line is JSON."""
+    from cli.bench_ingest import run_bench
+    from simulators.loadgen import LoadError
+
+    settings = _settings()
+    with _clear_errors():
+        try:
+            run_bench(settings, messages, workers or settings.ingest_workers, devices, live_rate, live_seconds, out)
+        except LoadError as exc:
+            raise ValueError(f"benchmark failed: {exc}") from None
 
 
 def main() -> None:

@@ -245,6 +245,7 @@ class IngestWorker:
         self.connect()
         last_report, last_applied = time.monotonic(), 0
         try:
+            self._db()  # fail fast with advice if the database is not there
             while not self._stop.is_set():
                 self.run_once()
                 now = time.monotonic()

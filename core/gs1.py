@@ -1,0 +1,203 @@
+"""Interpretation of a raw scanned code (GS1 element strings or a plain GTIN) with ``biip``.
+
+Input is the ``code`` of a ``scan`` message exactly as the scanner sent it; output is a
+``ScanCode`` with the identifiers the stock ledger needs, or a ``ScanCodeError`` whose ``reason``
+is a stable code for the dead letter.
+
+Choices:
+
+- Dispatch is ours rather than ``biip.parse``'s "try every parser" result, because a bare
+  digit string such as ``96385074`` is both a valid EAN-8 and a valid GS1 message (AI 96), and
+  ``biip.parse`` reports both. A symbology identifier decides when present (``]E0``/``]E3``/
+  ``]E4``/``]I1`` are GTIN carriers; ``]C1``/``]d2``/``]Q3``/``]e0``/... carry GS1 element
+  strings). Without one, or with a non-GS1 one, a bare string of 8, 12, 13 or 14 ASCII digits is
+  a GTIN (that is what EAN/UPC/ITF-14 scanners send) and anything else is read as GS1 element
+  strings, or as a GS1 Digital Link URI when it starts with ``http``.
+- biip 5.2 does not raise on check-digit failures inside a GS1 message: it records them in
+  ``gtin_error``/``sscc_error`` of the element string and carries on. We verify the mod-10
+  check digit of AI 00/01/02 ourselves so that a wrong one is always ``bad_check_digit``,
+  never a silently missing field.
+- Date validation in biip is turned off and redone here, so that an impossible AI 17 date
+  (``260231``) gets its own reason instead of a generic parse failure. Day ``00`` means the last
+  day of the month (biip does that). The century of a two-digit year follows the GS1 sliding
+  window, which biip computes from the current year: the only clock dependency here, and it
+  only matters for years about 50 years away.
+- The same AI twice with different values is ``conflicting_ai``: which one is meant cannot be
+  known, so we do not pick.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Final
+
+from biip import ParseConfig, ParseError
+from biip.checksums import gs1_standard_check_digit
+from biip.gs1_digital_link_uris import GS1DigitalLinkURI
+from biip.gs1_element_strings import GS1ElementString
+from biip.gs1_messages import GS1Message
+from biip.symbology import GS1Symbology, SymbologyIdentifier
+
+DEFAULT_SEPARATORS: Final = ("\x1d", "|")
+GTIN_LENGTHS: Final = frozenset({8, 12, 13, 14})
+_DATE_AIS: Final = frozenset({"11", "12", "13", "15", "16", "17"})
+_CHECKED_AIS: Final = {"00": 18, "01": 14, "02": 14}
+_EAN13_WITH_ADD_ON_LEN: Final = 13
+
+
+class Reason:
+    """``ScanCodeError.reason`` values; stable strings that operators filter dead letters on."""
+
+    EMPTY_CODE: Final = "empty_code"
+    UNPARSEABLE_CODE: Final = "unparseable_code"
+    BAD_CHECK_DIGIT: Final = "bad_check_digit"
+    INVALID_GTIN: Final = "invalid_gtin"
+    INVALID_DATE: Final = "invalid_date"
+    CONFLICTING_AI: Final = "conflicting_ai"
+
+
+class ScanCodeError(ValueError):
+    """A scanned code that cannot be accepted; ``reason`` is one of ``Reason``."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class ScanCode:
+    gtin: str | None  # GTIN-14
+    sscc: str | None  # 18 digits
+    content_gtin: str | None  # AI 02, GTIN-14
+    lot: str | None
+    expiry: date | None
+    serial: str | None
+    count: int | None
+
+
+def _is_digits(value: str) -> bool:
+    # str.isdigit() also accepts non-ASCII digits such as '٣', which no barcode carries.
+    return value.isascii() and value.isdigit()
+
+
+def _mod10_ok(value: str) -> bool:
+    return _is_digits(value) and len(value) >= 2 and gs1_standard_check_digit(value[:-1]) == int(value[-1])
+
+
+def gtin_check_digit_ok(value: str) -> bool:
+    """True when ``value`` is an 8/12/13/14-digit GTIN whose GS1 mod-10 check digit is right."""
+    return len(value) in GTIN_LENGTHS and _mod10_ok(value)
+
+
+def normalise_gtin(value: str) -> str:
+    """Return the GTIN-14 form of an 8/12/13/14-digit GTIN, after verifying its check digit.
+
+    Raises ``ScanCodeError`` with reason ``invalid_gtin`` (not digits, wrong length) or
+    ``bad_check_digit``.
+    """
+    if not _is_digits(value) or len(value) not in GTIN_LENGTHS:
+        raise ScanCodeError(Reason.INVALID_GTIN, f"a GTIN has 8, 12, 13 or 14 digits, got {value!r}")
+    if not _mod10_ok(value):
+        expected = gs1_standard_check_digit(value[:-1])
+        raise ScanCodeError(Reason.BAD_CHECK_DIGIT, f"GTIN {value!r} has check digit {value[-1]}, expected {expected}")
+    return value.zfill(14)
+
+
+def interpret(code: str, separators: Sequence[str] = DEFAULT_SEPARATORS) -> ScanCode:
+    """Interpret a raw scanned code; raise ``ScanCodeError`` when it cannot be accepted.
+
+    ``separators`` are the characters that end a variable-length element string: GS (0x1D) and
+    whatever substitute the scanners are configured to send. Each must be one character.
+    """
+    if isinstance(separators, str) or any(len(s) != 1 for s in separators):
+        raise ValueError(f"separators must be single characters, got {separators!r}")
+    seps = tuple(separators)
+    # Scanners commonly append CR/LF; Python counts GS (0x1D) as whitespace too, and a leading
+    # or trailing GS (a transmitted FNC1) carries no data.
+    value = code.strip()
+    if not value:
+        raise ScanCodeError(Reason.EMPTY_CODE, "the scanned code is empty")
+
+    symbology: GS1Symbology | None = None
+    if value.startswith("]"):
+        try:
+            identifier = SymbologyIdentifier.extract(value)
+        except (ParseError, IndexError, ValueError) as exc:
+            raise ScanCodeError(Reason.UNPARSEABLE_CODE, f"bad symbology identifier in {code!r}") from exc
+        symbology = identifier.gs1_symbology
+        value = value[len(identifier) :]
+    value = value.strip("".join(seps)).strip()
+    if not value:
+        raise ScanCodeError(Reason.EMPTY_CODE, f"no data after the symbology identifier in {code!r}")
+
+    if symbology in GS1Symbology.with_gtin():
+        if symbology is GS1Symbology.EAN_13_WITH_ADD_ON:
+            # The 2- or 5-digit add-on (periodical issue, price) is not part of the GTIN.
+            value = value[:_EAN13_WITH_ADD_ON_LEN]
+        return _from_gtin(value, code)
+    if symbology not in GS1Symbology.with_gs1_messages() and _is_digits(value) and len(value) in GTIN_LENGTHS:
+        return _from_gtin(value, code)
+    return _from_element_strings(value, code, seps)
+
+
+def _from_gtin(value: str, code: str) -> ScanCode:
+    if not _is_digits(value) or len(value) not in GTIN_LENGTHS:
+        raise ScanCodeError(Reason.UNPARSEABLE_CODE, f"{code!r} is neither GS1 element strings nor a GTIN")
+    return ScanCode(
+        gtin=normalise_gtin(value), sscc=None, content_gtin=None, lot=None, expiry=None, serial=None, count=None
+    )
+
+
+def _from_element_strings(value: str, code: str, seps: tuple[str, ...]) -> ScanCode:
+    config = ParseConfig(separator_chars=seps, gs1_element_strings_verify_date=False)
+    elements: Sequence[GS1ElementString]
+    try:
+        if value.lower().startswith(("http://", "https://")):
+            elements = GS1DigitalLinkURI.parse(value, config=config).element_strings
+        else:
+            elements = GS1Message.parse(value, config=config).element_strings
+    except ParseError as exc:
+        raise ScanCodeError(
+            Reason.UNPARSEABLE_CODE, f"{code!r} is neither GS1 element strings nor a GTIN: {exc}"
+        ) from exc
+
+    values: dict[str, str] = {}
+    expiry: date | None = None
+    for element in elements:
+        ai = element.ai.ai
+        previous = values.setdefault(ai, element.value)
+        if previous != element.value:
+            raise ScanCodeError(
+                Reason.CONFLICTING_AI, f"AI ({ai}) appears twice with {previous!r} and {element.value!r} in {code!r}"
+            )
+        if ai in _CHECKED_AIS and not _mod10_ok(element.value):
+            expected = gs1_standard_check_digit(element.value[:-1])
+            raise ScanCodeError(
+                Reason.BAD_CHECK_DIGIT,
+                f"AI ({ai}) {element.value!r} has check digit {element.value[-1]}, expected {expected}",
+            )
+        # The mod-10 check passed, so any error biip still reports is about something else.
+        other_error = element.gtin_error or element.sscc_error
+        if other_error:
+            raise ScanCodeError(Reason.UNPARSEABLE_CODE, f"AI ({ai}) in {code!r}: {other_error}")
+        if ai in _DATE_AIS and element.date is None:
+            raise ScanCodeError(Reason.INVALID_DATE, f"AI ({ai}) {element.value!r} is not a valid date")
+        if ai == "17":
+            expiry = element.date
+
+    count = values.get("37")
+    return ScanCode(
+        gtin=values.get("01"),
+        sscc=values.get("00"),
+        content_gtin=values.get("02"),
+        lot=values.get("10"),
+        expiry=expiry,
+        serial=values.get("21"),
+        count=int(count) if count is not None else None,
+    )
