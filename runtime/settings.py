@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     # --- API ------------------------------------------------------------------------------------
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    api_db_pool_max: int = 8
+
+    # --- devices --------------------------------------------------------------------------------
+    # A device that has sent nothing for this long is offline (a multiple of a typical interval).
+    device_offline_after_s: int = 600
 
     log_level: str = Field(default="INFO")
 
