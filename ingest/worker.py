@@ -13,9 +13,9 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
 import psycopg
@@ -25,10 +25,10 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from core.contract import Limits
 from ingest.db import StoreError, connect
-from ingest.decode import DeadLetter, Inbound, prepare
-from ingest.store import BatchResult, known_devices, store_dead_letters, write_batch
+from ingest.decode import DeadLetter, Inbound
+from ingest.pipeline import PipelineConfig, process_batch
+from ingest.store import BatchResult, store_dead_letters
 from runtime.settings import Settings
 
 log = logging.getLogger("cargotrace.ingest")
@@ -59,7 +59,7 @@ class IngestWorker:
     def __init__(self, settings: Settings, index: int = 0) -> None:
         self.settings = settings
         self.client_id = f"{settings.ingest_client_prefix}-{index}"
-        self.limits = Limits(max_future_skew=timedelta(seconds=settings.max_future_skew_s))
+        self.pipeline = PipelineConfig.from_settings(settings)
         self.counters = Counters()
         self._inbox: queue.SimpleQueue[_Received] = queue.SimpleQueue()
         self._generation = 0
@@ -137,10 +137,7 @@ class IngestWorker:
     def _store(self, messages: Sequence[Inbound]) -> BatchResult:
         conn = self._db()
         with conn.transaction(), conn.cursor() as cur:
-            lookup: Callable[[Collection[str]], Collection[str]] = lambda ids: known_devices(cur, ids)  # noqa: E731
-            prepared = prepare(messages, self.settings.topic_prefix, self.limits,
-                               self.settings.max_payload_bytes, lookup)
-            return write_batch(cur, prepared.records, prepared.dead)
+            return process_batch(cur, messages, self.pipeline)
 
     def _store_isolated(self, messages: Sequence[Inbound]) -> BatchResult:
         """A batch failed for a reason that is not transient: apply its messages one by one so that

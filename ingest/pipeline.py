@@ -1,0 +1,48 @@
+"""One batch of inbound messages through every stage, inside the caller's transaction:
+decode -> rules that can reject (scans against master data) -> identity claim and raw storage ->
+rules' effects (movements, balances, alarms) for the messages applied for the first time."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+import psycopg
+
+from core.contract import Limits, Scan
+from ingest.decode import Inbound, prepare
+from ingest.stock import ScanPlan, apply_plans, resolve_scans
+from ingest.store import BatchResult, known_devices, write_batch
+from runtime.settings import Settings
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    prefix: str
+    limits: Limits
+    max_payload: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PipelineConfig:
+        return cls(settings.topic_prefix, Limits(max_future_skew=timedelta(seconds=settings.max_future_skew_s)),
+                   settings.max_payload_bytes)
+
+
+def process_batch(cur: psycopg.Cursor, messages: Sequence[Inbound], config: PipelineConfig) -> BatchResult:
+    prepared = prepare(messages, config.prefix, config.limits, config.max_payload,
+                       lambda ids: known_devices(cur, ids))
+    scans = [r for r in prepared.records if isinstance(r, Scan)]
+    plans, rule_dead, rejected = resolve_scans(cur, scans, config.prefix)
+    records = [r for r in prepared.records if (r.device_id, r.msg_id) not in rejected] if rejected \
+        else prepared.records
+    result = write_batch(cur, records, [*prepared.dead, *rule_dead])
+    if plans:
+        fresh = {(r.device_id, r.msg_id) for r in result.applied if isinstance(r, Scan)}
+        once: dict[tuple[str, str], ScanPlan] = {}
+        for plan in plans:  # a batch may carry the same message twice (a redelivery): plan it once
+            key = (plan.scan.device_id, plan.scan.msg_id)
+            if key in fresh:
+                once.setdefault(key, plan)
+        apply_plans(cur, list(once.values()))
+    return result
