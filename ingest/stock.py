@@ -168,7 +168,8 @@ def insert_movements(cur: psycopg.Cursor, rows: Sequence[tuple[Posting, Origin, 
     result = cur.execute(
         "INSERT INTO movements (ts, sku, qty, from_location, to_location, lot, serial, expiry, biz_step, "
         "disposition, ref, device_id, msg_id, line, source, reverses) "
-        "SELECT ts, sku, qty, f, t, lot, serial, expiry, step, disp, ref, dev, msg, line, src, rev FROM unnest(%s::timestamptz[], %s::text[], %s::numeric[], %s::text[], %s::text[], %s::text[], "
+        "SELECT ts, sku, qty, f, t, lot, serial, expiry, step, disp, ref, dev, msg, line, src, rev "
+        "FROM unnest(%s::timestamptz[], %s::text[], %s::numeric[], %s::text[], %s::text[], %s::text[], "
         "%s::text[], %s::date[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::int[], "
         "%s::text[], %s::bigint[]) WITH ORDINALITY AS u(ts, sku, qty, f, t, lot, serial, expiry, step, disp, ref, "
         "dev, msg, line, src, rev, n) ORDER BY n RETURNING id",
@@ -194,8 +195,9 @@ def apply_balances(cur: psycopg.Cursor, postings: Iterable[Posting]) -> set[Bala
 def _note_expiry(cur: psycopg.Cursor, postings: Sequence[Posting]) -> None:
     dated = sorted({(p.sku, p.to_location, p.lot or "", p.expiry) for p in postings if p.expiry is not None})
     if dated:
-        cur.execute("UPDATE balances b SET expiry = greatest(b.expiry, u.expiry) FROM unnest(%s::text[], %s::text[], %s::text[], "
-                    "%s::date[]) u(sku, location, lot, expiry) WHERE (b.sku, b.location, b.lot) = "
+        cur.execute("UPDATE balances b SET expiry = greatest(b.expiry, u.expiry) "
+                    "FROM unnest(%s::text[], %s::text[], %s::text[], %s::date[]) u(sku, location, lot, expiry) "
+                    "WHERE (b.sku, b.location, b.lot) = "
                     "(u.sku, u.location, u.lot)",
                     ([d[0] for d in dated], [d[1] for d in dated], [d[2] for d in dated], [d[3] for d in dated]))
 
