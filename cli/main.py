@@ -28,10 +28,12 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 device_app = typer.Typer(help="Devices and their broker credentials.", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks that print their figures.", no_args_is_help=True)
+dead_app = typer.Typer(help="Messages that could not be accepted.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(device_app, name="device")
 app.add_typer(token_app, name="token")
 app.add_typer(bench_app, name="bench")
+app.add_typer(dead_app, name="dead-letters")
 
 console = Console(stderr=True)
 T = TypeVar("T")
@@ -180,6 +182,59 @@ def maintain() -> None:
         console.print(f"{table}: {n} chunk(s) dropped")
     console.print(f"dead letters deleted: {report.dead_letters_deleted}; "
                   f"identities expired: {report.message_ids_deleted}")
+
+
+@app.command()
+def rebuild(check: Annotated[bool, typer.Option("--check", help="compare only, change nothing")] = False) -> None:
+    """Recompute balances and serial locations from the ledger (they are derived state)."""
+    from ingest.rebuild import rebuild as do_rebuild
+
+    settings = _settings()
+    with _clear_errors(), connect(settings.database_url) as conn:
+        report = do_rebuild(conn, write=not check)
+    for sku, location, lot, live, ledger in report.differences:
+        console.print(f"[yellow]differs[/yellow] {sku} @ {location} lot {lot or '-'}: live {live}, ledger {ledger}")
+    verdict = "identical to" if not report.differences else f"{len(report.differences)} difference(s) from"
+    console.print(f"live balances are {verdict} the ledger; {report.balances} non-zero balance(s)"
+                  f"{'' if check else ' (rewritten from the ledger)'}")
+    if check and report.differences:
+        raise typer.Exit(1)
+
+
+@dead_app.command("list")
+def dead_letters_list(
+    reason: Annotated[str | None, typer.Option(help="only this reason")] = None,
+    limit: Annotated[int, typer.Option(help="how many, newest first")] = 50,
+) -> None:
+    """Show dead letters, newest first."""
+    settings = _settings()
+    table = Table(title="dead letters")
+    for col in ("id", "received", "device", "reason", "detail", "replay"):
+        table.add_column(col)
+    with _clear_errors(), connect(settings.database_url) as conn:
+        for row in conn.execute("SELECT id, received_at, device_id, reason, detail, replay_result FROM dead_letters "
+                                "WHERE %s::text IS NULL OR reason = %s ORDER BY received_at DESC, id DESC LIMIT %s",
+                                (reason, reason, limit)):
+            table.add_row(str(row[0]), f"{row[1]:%Y-%m-%d %H:%M:%S}", row[2] or "-", row[3], row[4][:70], row[5] or "")
+    Console().print(table)
+
+
+@dead_app.command("replay")
+def dead_letters_replay(
+    reason: Annotated[str | None, typer.Option(help="only letters with this reason, e.g. unknown_gtin")] = None,
+    device: Annotated[str | None, typer.Option(help="only letters of this device")] = None,
+) -> None:
+    """Re-apply dead letters after the master data was fixed; each is marked with the outcome."""
+    from ingest.pipeline import PipelineConfig
+    from ingest.replay import replay
+
+    settings = _settings()
+    with _clear_errors(), connect(settings.database_url) as conn:
+        results = replay(conn, PipelineConfig.from_settings(settings), reason=reason, device=device)
+    applied = sum(r.outcome == "applied" for r in results)
+    for r in results:
+        console.print(f"dead letter {r.letter_id}: {r.outcome}")
+    console.print(f"replayed {len(results)}: {applied} applied, {len(results) - applied} not")
 
 
 @device_app.command("add")

@@ -28,6 +28,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from ingest.db import StoreError, connect
 from ingest.decode import DeadLetter, Inbound
 from ingest.pipeline import PipelineConfig, process_batch
+from ingest.rfid_sweep import sweep
 from ingest.store import BatchResult, store_dead_letters
 from runtime.settings import Settings
 
@@ -238,14 +239,29 @@ class IngestWorker:
     def stop(self) -> None:
         self._stop.set()
 
+    def sweep_gates(self) -> None:
+        """Close RFID passages (a tag silent long enough); a failure is retried next second."""
+        try:
+            result = sweep(self._db())
+        except (psycopg.Error, StoreError) as exc:
+            log.warning("%s: RFID sweep failed (%s); retrying", self.client_id, str(exc).strip().splitlines()[0])
+            self._drop_db()
+            return
+        if result.movements:
+            log.debug("%s: %d RFID passages, %d movements", self.client_id, result.passages, result.movements)
+
     def run(self, report_every_s: float = 10.0) -> None:
         self.connect()
         last_report, last_applied = time.monotonic(), 0
+        last_sweep = time.monotonic()
         try:
             self._db()  # fail fast with advice if the database is not there
             while not self._stop.is_set():
                 self.run_once()
                 now = time.monotonic()
+                if now - last_sweep >= self.settings.rfid_sweep_interval_s:
+                    self.sweep_gates()
+                    last_sweep = now
                 if now - last_report >= report_every_s:
                     rate = (self.counters.applied - last_applied) / (now - last_report)
                     log.info("%s: %.0f msg/s applied; totals: %d applied, %d duplicates, %d dead letters",

@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     ingest_batch_wait_ms: int = 40
     ingest_session_expiry_s: int = 7 * 24 * 3600
     max_payload_bytes: int = 256 * 1024
+    # How often a worker closes RFID passages whose tags have gone silent.
+    rfid_sweep_interval_s: float = 1.0
     max_future_skew_s: int = 300
 
     # --- retention (days; 0 keeps forever) ------------------------------------------------------

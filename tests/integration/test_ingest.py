@@ -37,7 +37,12 @@ def iso(dt: datetime) -> str:
 
 def test_every_kind_is_stored_with_device_and_receive_time(settings: Settings, db: psycopg.Connection) -> None:
     now = datetime.now(UTC).replace(microsecond=0)
-    creds = provision(settings, db)
+    creds = provision(settings, db, kind="scanner")
+    # A scan is stored once it can be stock: the scanner's dock, its site's supplier, the item.
+    db.execute("INSERT INTO sites (code, name) VALUES ('S1', 'Site')")
+    db.execute("INSERT INTO locations (code, site, type) VALUES ('DOCK-T', 'S1', 'dock'), ('SUP-T', 'S1', 'supplier')")
+    db.execute("INSERT INTO items (sku, name, gtin) VALUES ('SKU-T', 'Test item', '09506000134352')")
+    db.execute("UPDATE devices SET location = 'DOCK-T' WHERE device_id = %s", (creds.device_id,))
     with running_worker(settings), device(creds, settings) as d:
         d.publish("env", {"msg_id": "e1", "ts": iso(now - timedelta(minutes=3)), "temp_c": 4.25, "rh_pct": 61})
         d.publish("position", {"msg_id": "p1", "ts": iso(now), "lat": 52.52, "lon": 13.405, "speed_kmh": 63})
@@ -64,6 +69,8 @@ def test_every_kind_is_stored_with_device_and_receive_time(settings: Settings, d
     assert status == (87.0, "1.4.2", 3600, "server")
     assert count(db, "SELECT messages FROM device_state WHERE device_id = %s", dev) == 6
     assert count(db, "SELECT count(*) FROM dead_letters") == 0
+    assert db.execute("SELECT sku, qty, from_location, to_location, lot FROM movements").fetchall() == [
+        ("SKU-T", 1, "SUP-T", "DOCK-T", "ABC123")]
 
 
 def test_bad_input_is_dead_lettered_and_nothing_else_is_lost(settings: Settings, db: psycopg.Connection) -> None:

@@ -241,3 +241,28 @@ def test_concurrent_workers_on_the_same_stock_stay_correct(world: psycopg.Connec
     apply(world, [scan("SC-1", "seed", b, 0, qty=1000, location="BIN-A1")])
     apply(world, sorted(work, key=lambda m: m.payload))
     assert (net_ledger(world), balances(world)) == concurrent
+
+
+def test_dead_letter_replay_applies_a_scan_once_its_item_exists(world: psycopg.Connection) -> None:
+    from ingest.pipeline import PipelineConfig
+    from ingest.replay import replay
+    from runtime.settings import Settings
+
+    unknown = gs1("04006381333931")  # a valid GTIN not in the item master yet
+    apply(world, [scan("SC-1", "late-item", unknown, 0, qty=3), scan("SC-1", "junk", "]C1garbage", 0)])
+    world.execute("INSERT INTO dead_letters (received_at, last_received_at, topic, reason, detail, payload, "
+                  "payload_size, fingerprint) VALUES (now(), now(), 'cargotrace/v1/dev/SC-1/scan', 'invalid_json', "
+                  "'x', '{', 1, 'fp')")
+    config = PipelineConfig.from_settings(Settings())
+    first = replay(world, config)
+    assert sorted(r.outcome for r in first) == ["rejected: unknown_gtin", "rejected: unparseable_code"]
+    assert world.execute("SELECT count(*) FROM movements").fetchone() == (0,)
+    world.execute("INSERT INTO items (sku, name, gtin) VALUES ('SKU-N', 'New item', '04006381333931')")
+    second = replay(world, config, reason="unknown_gtin")
+    assert [r.outcome for r in second] == ["applied"]
+    assert movements(world)[0][:4] == ("SKU-N", Decimal(3), "SUP-ACME", "DOCK-1")
+    marked = world.execute("SELECT reason, replayed_at IS NOT NULL, replay_result FROM dead_letters ORDER BY reason"
+                           ).fetchall()
+    assert marked == [("invalid_json", False, None),  # a malformed payload is final: never replayed
+                      ("unknown_gtin", True, "applied"), ("unparseable_code", False, "rejected: unparseable_code")]
+    assert replay(world, config, reason="unknown_gtin") == []  # applied letters are not replayed again
