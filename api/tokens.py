@@ -29,3 +29,10 @@ def role_of(conn: psycopg.Connection, token: str) -> str | None:
     row = conn.execute("SELECT role FROM api_tokens WHERE token_hash = %s AND revoked_at IS NULL",
                        (hash_token(token),)).fetchone()
     return None if row is None else str(row[0])
+
+
+def lookup_token(conn: psycopg.Connection, token: str) -> tuple[str, str | None] | None:
+    """(role, label) of a valid, unrevoked token; None otherwise."""
+    row = conn.execute("SELECT role, label FROM api_tokens WHERE token_hash = %s AND revoked_at IS NULL",
+                       (hash_token(token),)).fetchone()
+    return None if row is None else (str(row[0]), None if row[1] is None else str(row[1]))

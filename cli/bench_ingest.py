@@ -38,7 +38,7 @@ from cli.local_broker import start_local_broker, stop_local_broker
 from devices.broker_accounts import BrokerAccounts
 from devices.provisioning import DeviceSpec, add_device
 from ingest.db import connect, migrate
-from ingest.supervisor import Supervisor
+from ingest.supervisor import Supervisor, wait_until_connected
 from runtime.settings import Settings, load_settings
 from simulators.loadgen import CountingPublisher, DeviceLogin, LoadError, env_payload, publish_backlog
 
@@ -209,17 +209,9 @@ class _Workers:
         self.settings = settings
         self.workers = workers
 
-    def start(self, conn: psycopg.Connection) -> None:
+    def start(self) -> None:
         self.thread.start()
-        # Workers open their database connection right after the broker accepted their session.
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s",
-                               (f"{self.settings.ingest_client_prefix}-%",)).fetchone()
-            if row and row[0] >= self.workers:
-                return
-            time.sleep(0.05)
-        raise LoadError("the ingest workers did not connect within 30 s (see the log)")
+        wait_until_connected(self.settings, self.workers)
 
     def stop(self) -> None:
         self.supervisor.request_stop()
@@ -241,7 +233,7 @@ def drain(settings: Settings, conn: psycopg.Connection, workers: _Workers, targe
     """Time from the first commit to the last; returns (rate, seconds, curve, peak RSS MB)."""
     start_count = _committed(conn)
     t_start = time.perf_counter()
-    workers.start(conn)
+    workers.start()
     samples: list[tuple[float, int]] = []
     peak = 0.0
     last = start_count
@@ -375,7 +367,7 @@ def run_bench(base: Settings, messages: int, workers: int, devices: int, live_ra
 
         with connect(settings.database_url, autocommit=True) as conn:
             warm = _Workers(settings, workers)  # creates the persistent sessions, then stops
-            warm.start(conn)
+            warm.start()
             warm.stop()
             _publish(settings, load, messages, "ingest: publishing backlog (workers stopped)",
                      base_ms=_now_ms() - 5 * messages)

@@ -75,6 +75,9 @@ def bring_up(settings: Settings) -> list[str]:
                       f"(config {settings.mosquitto_conf})")
     with BrokerAccounts(settings) as accounts:
         accounts.ensure_service_accounts()
+    from ingest.worker import ensure_sessions
+
+    ensure_sessions(settings, settings.ingest_workers)
     return applied
 
 
@@ -170,6 +173,33 @@ def ingest(workers: Annotated[int | None, typer.Option(help="ingest worker proce
     """Run only the ingest workers in the foreground."""
     settings = _settings()
     _serve(settings, workers or settings.ingest_workers, maintain=False)
+
+
+@app.command()
+def demo(once: Annotated[bool, typer.Option("--once", help="exit after showing the sample traffic")] = False) -> None:
+    """Start the local stack and the platform, publish sample traffic of every kind, show the result."""
+    import threading
+
+    from cli.demo import run_demo
+    from ingest.supervisor import Supervisor, wait_until_connected
+
+    settings = _settings(create_secrets=True)
+    with _clear_errors():
+        bring_up(settings)
+    supervisor = Supervisor(settings, settings.ingest_workers, maintain=True)
+    thread = threading.Thread(target=supervisor.run, daemon=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    thread.start()
+    try:
+        with _clear_errors():
+            wait_until_connected(settings, settings.ingest_workers)
+            run_demo(settings, once=once, start_platform=stop)
+    finally:
+        supervisor.request_stop()
+        thread.join(30)
+    console.print("stopped cleanly")
 
 
 @app.command()

@@ -120,10 +120,13 @@ def sweep_gate(cur: psycopg.Cursor, gate: str, config: GateConfig, wall_now: dat
 def sweep(conn: psycopg.Connection, wall_now: datetime | None = None) -> SweepResult:
     """Sweep every gate that has sent reads recently; one transaction per gate."""
     wall_now = wall_now or datetime.now(UTC)
-    gates = conn.execute(
-        "SELECT d.device_id, d.gate FROM devices d JOIN device_state s USING (device_id) "
-        "WHERE d.kind = 'rfid_gate' AND d.gate IS NOT NULL AND s.last_seen > %s ORDER BY 1",
-        (wall_now - HORIZON,)).fetchall()
+    # An explicit transaction even for this read: on a connection that is not in autocommit mode
+    # a bare execute would leave a transaction open, and everything after it uncommitted.
+    with conn.transaction():
+        gates = conn.execute(
+            "SELECT d.device_id, d.gate FROM devices d JOIN device_state s USING (device_id) "
+            "WHERE d.kind = 'rfid_gate' AND d.gate IS NOT NULL AND s.last_seen > %s ORDER BY 1",
+            (wall_now - HORIZON,)).fetchall()
     passages = movements = 0
     for gate, raw in gates:
         try:

@@ -110,3 +110,16 @@ class Supervisor:
                 log.warning("worker %s did not stop in time; killing it", proc.name)
                 proc.kill()
                 proc.join(2)
+
+
+def wait_until_connected(settings: Settings, workers: int, timeout: float = 30.0) -> None:
+    """Workers open their database connection right after the broker accepted their session."""
+    deadline = time.monotonic() + timeout
+    with connect(settings.database_url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s",
+                               (f"{settings.ingest_client_prefix}-%",)).fetchone()
+            if row and row[0] >= workers:
+                return
+            time.sleep(0.05)
+    raise StoreError(f"the ingest workers did not connect within {timeout:.0f} s (see the log above)")

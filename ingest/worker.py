@@ -272,3 +272,14 @@ class IngestWorker:
             self._client.disconnect()
             self._client.loop_stop()
             self._drop_db()
+
+
+def ensure_sessions(settings: Settings, workers: int) -> None:
+    """Create the workers' persistent sessions (and their shared subscription) so that whatever
+    devices publish before the workers first run, or while they are down, is queued for them."""
+    for index in range(workers):
+        worker = IngestWorker(settings, index)
+        worker.connect()
+        worker.stop()
+        worker._client.disconnect()
+        worker._client.loop_stop()

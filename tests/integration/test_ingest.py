@@ -227,3 +227,36 @@ def test_retained_downlink_configs_are_not_taken_for_device_data(settings: Setti
     service.loop_stop()
     assert count(db, "SELECT count(*) FROM dead_letters") == 0
     assert worker.counters.dead_letters == 0
+
+
+def test_a_worker_keeps_committing_across_rfid_sweeps_and_closes_passages(
+        settings: Settings, db: psycopg.Connection) -> None:
+    """Regression: the periodic sweep once left a transaction open on the worker's connection, so
+    nothing after the first sweep was committed and the gate lock was held for ever."""
+    from tests.integration.stack_helpers import wait_until
+    from tests.integration.world import build_world
+
+    build_world(db)
+    gate_creds = BrokerAccounts(settings)
+    with gate_creds as accounts:
+        password = accounts.add_device("GATE-1")
+    from devices.provisioning import Credentials
+    gate = Credentials("GATE-1", "GATE-1", password, settings.mqtt_host, settings.mqtt_port, settings.topic_prefix)
+    sensor = provision(settings, db)
+    fast = settings.model_copy(update={"rfid_sweep_interval_s": 0.2})
+    now = datetime.now(UTC)
+    reads = [{"epc": "3074257BF7194E4000001A85", "antenna": a, "rssi": r,
+              "ts": iso(now + timedelta(milliseconds=ms))}
+             for a, r, ms in [(1, -60, 0), (1, -48, 300), (2, -55, 600), (3, -58, 900), (3, -46, 1200), (4, -57, 1500)]]
+    with running_worker(fast), device(sensor, settings) as s, device(gate, settings) as g:
+        s.publish("env", {"msg_id": "before", "ts": iso(now), "temp_c": 1})
+        wait_until(lambda: count(db, "SELECT count(*) FROM env_readings") == 1, what="first reading")
+        g.publish("rfid", {"msg_id": "pass-1", "ts": iso(now), "reads": reads})
+        import time
+        time.sleep(1.0)  # several sweeps run meanwhile
+        s.publish("env", {"msg_id": "after", "ts": iso(now), "temp_c": 2})
+        wait_until(lambda: count(db, "SELECT count(*) FROM env_readings") == 2, what="a reading after sweeps")
+        wait_until(lambda: count(db, "SELECT count(*) FROM movements WHERE device_id = 'GATE-1'") == 1,
+                   timeout=20, what="the passage's movement")
+    assert db.execute("SELECT from_location, to_location, serial FROM movements").fetchone() == (
+        "DOOR-OUT", "DOOR-IN", "6789")

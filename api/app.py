@@ -1,0 +1,44 @@
+"""The HTTP API: ``create_app(settings)`` builds the FastAPI application (CONTRACT section 2)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from anyio import to_thread
+from fastapi import FastAPI
+
+from api.db import open_pool
+from api.errors import install_error_handlers
+from api.routes import alarms, dead_letters, devices, health, ledger, master_data, shipments
+from runtime.settings import Settings
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The API for ``settings`` (database, broker, offline threshold); the pool opens with the lifespan."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = open_pool(settings)
+        app.state.pool = pool
+        try:
+            yield
+        finally:
+            await to_thread.run_sync(pool.close)
+
+    app = FastAPI(
+        title="cargotrace",
+        version="1",
+        summary="Warehouse and logistics telemetry: master data, stock ledger, shipments, alarms.",
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    for module in (health, master_data, devices, shipments, ledger, dead_letters, alarms):
+        app.include_router(module.router, prefix=API_PREFIX)
+    return app

@@ -1,0 +1,1 @@
+"""HTTP routes: parse, call a store function, shape the answer."""

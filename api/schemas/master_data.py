@@ -1,0 +1,165 @@
+"""Bodies of sites, locations, items, environmental profiles and geofences (CONTRACT 2.2)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, field_validator, model_validator
+
+from api.schemas.common import Code, In, Out, UtcDatetime
+from core.gs1 import ScanCodeError, normalise_gtin
+
+LOCATION_TYPES = ("internal", "dock", "staging", "vehicle", "supplier", "customer", "returns", "inventory_loss")
+LocationType = Literal["internal", "dock", "staging", "vehicle", "supplier", "customer", "returns", "inventory_loss"]
+
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+Latitude = Annotated[float, Field(ge=-90, le=90)]
+Longitude = Annotated[float, Field(ge=-180, le=180)]
+Percent = Annotated[float, Field(ge=0, le=100)]
+
+
+# --- sites -------------------------------------------------------------------------------------
+
+class SiteIn(In):
+    name: Name
+    tz: str = Field("UTC", description="IANA time zone, e.g. Europe/Berlin")
+    geofence: Code | None = Field(None, description="code of the geofence around the site's yard")
+
+    @field_validator("tz")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Europe/Berlin") from None
+        return value
+
+
+class SiteOut(Out):
+    code: str
+    name: str
+    tz: str
+    geofence: str | None
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+
+
+# --- locations ---------------------------------------------------------------------------------
+
+class LocationIn(In):
+    site: Code
+    type: LocationType
+    name: Name | None = None
+
+
+class LocationOut(Out):
+    code: str
+    site: str
+    type: str
+    name: str | None
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+
+
+# --- items -------------------------------------------------------------------------------------
+
+class ItemIn(In):
+    name: Name
+    gtin: str | None = Field(None, description="GTIN-8/12/13/14; stored as GTIN-14 after the check digit is verified")
+    profile: Code | None = None
+
+    @field_validator("gtin")
+    @classmethod
+    def _normalised_gtin(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return normalise_gtin(value.strip())
+        except ScanCodeError as exc:
+            raise ValueError(exc.message) from None
+
+
+class ItemOut(Out):
+    sku: str
+    name: str
+    gtin: str | None
+    profile: str | None
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+
+
+# --- environmental profiles --------------------------------------------------------------------
+
+class ProfileIn(In):
+    temp_min_c: float
+    temp_max_c: float
+    rh_min_pct: Percent | None = None
+    rh_max_pct: Percent | None = None
+    delay_s: int = Field(300, ge=0, description="seconds continuously out of range before an alarm")
+    hysteresis_c: float = Field(0.5, ge=0, description="how far back inside the range before an alarm clears")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> ProfileIn:
+        if not self.temp_min_c < self.temp_max_c:
+            raise ValueError(f"temp_min_c ({self.temp_min_c}) must be below temp_max_c ({self.temp_max_c})")
+        if self.rh_min_pct is not None and self.rh_max_pct is not None and not self.rh_min_pct < self.rh_max_pct:
+            raise ValueError(f"rh_min_pct ({self.rh_min_pct}) must be below rh_max_pct ({self.rh_max_pct})")
+        return self
+
+
+class ProfileOut(Out):
+    code: str
+    temp_min_c: float
+    temp_max_c: float
+    rh_min_pct: float | None
+    rh_max_pct: float | None
+    delay_s: int
+    hysteresis_c: float
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+
+
+# --- geofences ---------------------------------------------------------------------------------
+
+class CircleIn(In):
+    type: Literal["circle"]
+    lat: Latitude
+    lon: Longitude
+    radius_m: float = Field(gt=0)
+
+
+class PolygonIn(In):
+    type: Literal["polygon"]
+    coordinates: list[tuple[Longitude, Latitude]] = Field(description="[[lon, lat], ...] (GeoJSON order)")
+
+    @field_validator("coordinates")
+    @classmethod
+    def _enough_points(cls, value: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        if len(set(value)) < 3:
+            raise ValueError(f"a polygon needs at least 3 distinct [lon, lat] points, got {len(set(value))}")
+        return value
+
+
+GeofenceIn = Annotated[CircleIn | PolygonIn, Field(discriminator="type")]
+
+
+class CircleOut(Out):
+    code: str
+    type: Literal["circle"]
+    lat: float
+    lon: float
+    radius_m: float
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+
+
+class PolygonOut(Out):
+    code: str
+    type: Literal["polygon"]
+    coordinates: list[tuple[float, float]]
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+
+
+GeofenceOut = Annotated[CircleOut | PolygonOut, Field(discriminator="type")]

@@ -1,0 +1,1 @@
+"""Shaping stored records into API bodies where more than one source feeds a body."""

@@ -1,0 +1,187 @@
+"""`cargotrace demo`: the local stack, the platform, and sample traffic a person can watch.
+
+Demo devices get real broker credentials and publish over MQTT exactly as field devices do:
+every kind of message, an offline-buffer array, a duplicate, and a few bad messages that must
+end up as dead letters, not lost and not crashing anything.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import paho.mqtt.client as mqtt
+import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
+from rich.console import Console
+from rich.table import Table
+
+from devices.provisioning import DeviceSpec, add_device, rotate_device
+from ingest.db import connect
+from runtime.settings import Settings
+
+console = Console()
+
+_WORLD_SQL = [
+    "INSERT INTO sites (code, name) VALUES ('DC1', 'Demo distribution centre') ON CONFLICT DO NOTHING",
+    *[f"INSERT INTO locations (code, site, type, name) VALUES ('{c}', 'DC1', '{t}', '{n}') ON CONFLICT DO NOTHING"
+      for c, t, n in [("SUP-DEMO", "supplier", "Demo supplier"), ("DOCK-1", "dock", "Dock door 1"),
+                      ("DOCK-1-IN", "internal", "Behind dock door 1"), ("BIN-A1", "internal", "Bin A1"),
+                      ("STAGE-1", "staging", "Outbound staging"), ("LOSS", "inventory_loss", "Inventory loss")]],
+    "INSERT INTO items (sku, name, gtin) VALUES ('YOG-6', 'Yoghurt 6-pack', '09506000134352') ON CONFLICT DO NOTHING",
+    "INSERT INTO items (sku, name, gtin) VALUES ('CRATE', 'Returnable crate', '80614141123458') ON CONFLICT DO NOTHING",
+]
+_DEVICES = [
+    DeviceSpec("demo-scanner", "scanner", site="DC1", location="DOCK-1", mode="receive"),
+    DeviceSpec("demo-gate", "rfid_gate", site="DC1", gate={"outer": {"antennas": [1], "location": "DOCK-1"},
+                                                           "inner": {"antennas": [2], "location": "DOCK-1-IN"}}),
+    DeviceSpec("demo-tracker", "gps_tracker", site="DC1"),
+    DeviceSpec("demo-sensor", "env_sensor", site="DC1", location="BIN-A1"),
+]
+
+
+@dataclass(frozen=True)
+class DemoDevice:
+    device_id: str
+    password: str
+
+
+def provision_demo(settings: Settings, conn: psycopg.Connection) -> list[DemoDevice]:
+    with conn.transaction():
+        for statement in _WORLD_SQL:
+            conn.execute(statement.encode())
+    out = []
+    for spec in _DEVICES:
+        exists = conn.execute("SELECT 1 FROM devices WHERE device_id = %s", (spec.device_id,)).fetchone()
+        creds = rotate_device(settings, conn, spec.device_id) if exists else add_device(settings, conn, spec)
+        out.append(DemoDevice(spec.device_id, creds.password))
+    return out
+
+
+def _samples(now: datetime, run: str) -> list[tuple[str, str, bytes, str]]:
+    """(device, kind, payload, what it shows)."""
+    def j(obj: object) -> bytes:
+        return orjson.dumps(obj)
+
+    ts = now.isoformat()
+    rmc = "$GPRMC,123519,A,4807.038,N,01131.000,E,022.4,084.4,230394,003.1,W*6A"
+    return [
+        ("demo-scanner", "scan", j({"msg_id": f"{run}-s1", "ts": ts,
+                                    "code": "]C10109506000134352" "10LOT42\x1d17261231", "qty": 12}),
+         "GS1-128 receipt: 12 x YOG-6 lot LOT42 into DOCK-1"),
+        ("demo-scanner", "scan", j({"msg_id": f"{run}-s2", "ts": ts, "code": "]C10109506000134352" "10LOT42",
+                                    "mode": "putaway", "to_location": "BIN-A1", "qty": 12}), "putaway to BIN-A1"),
+        ("demo-gate", "rfid", j({"msg_id": f"{run}-r1", "ts": ts, "reads": [
+            {"epc": "3074257BF7194E4000001A85", "antenna": a, "rssi": r,
+             "ts": (now + timedelta(milliseconds=ms)).isoformat()}
+            for a, r, ms in [(1, -60, 0), (1, -48, 300), (1, -55, 600),
+                             (2, -58, 900), (2, -46, 1200), (2, -57, 1500)]]}),
+         "a tagged crate passes the dock door outside -> inside"),
+        ("demo-tracker", "position", j({"msg_id": f"{run}-p1", "ts": ts, "lat": 52.5200, "lon": 13.4050,
+                                        "speed_kmh": 42.5}), "GPS position (JSON)"),
+        ("demo-tracker", "position", j({"msg_id": f"{run}-p2", "ts": ts, "nmea": rmc}), "GPS position (NMEA RMC)"),
+        ("demo-sensor", "env", j([{"msg_id": f"{run}-e{i}", "ts": (now - timedelta(minutes=5 - i)).isoformat(),
+                                   "temp_c": 4.0 + i / 10, "rh_pct": 60} for i in range(5)]),
+         "cold-room readings flushed as one array"),
+        ("demo-sensor", "status", j({"msg_id": f"{run}-h1", "battery_pct": 81, "fw": "2.3.1"}), "heartbeat"),
+        ("demo-sensor", "env", j({"msg_id": f"{run}-e0", "ts": (now - timedelta(minutes=5)).isoformat(),
+                                  "temp_c": 4.0, "rh_pct": 60}), "a duplicate (applied once)"),
+        ("demo-sensor", "env", b'{"msg_id": "broken", "temp_c": 4.1', "BAD: malformed JSON"),
+        ("demo-sensor", "env", j({"msg_id": f"{run}-bad1", "ts": ts, "temp_c": "cold"}), "BAD: wrong type"),
+        ("demo-sensor", "env", j({"msg_id": f"{run}-bad2", "ts": (now + timedelta(hours=1)).isoformat(),
+                                  "temp_c": 3}), "BAD: timestamp an hour in the future"),
+        ("demo-scanner", "scan", j({"msg_id": f"{run}-bad3", "code": "]C10109506000134353"}),
+         "BAD: GTIN with a wrong check digit"),
+        ("demo-tracker", "position", j({"msg_id": f"{run}-bad4", "ts": ts, "nmea": rmc[:-1] + "B"}),
+         "BAD: NMEA checksum"),
+        ("demo-sensor", "env", j({"msg_id": f"{run}-bad5", "ts": ts, "temp_c": 1, "pad": "x" * 300_000}),
+         "BAD: 300 KB payload"),
+    ]
+
+
+def publish_samples(settings: Settings, devices: list[DemoDevice], run: str) -> int:
+    clients: dict[str, mqtt.Client] = {}
+    for d in devices:
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{d.device_id}-{run}", protocol=mqtt.MQTTv5)
+        client.username_pw_set(d.device_id, d.password)
+        client.connect(settings.mqtt_host, settings.mqtt_port)
+        client.loop_start()
+        clients[d.device_id] = client
+    table = Table(title="published over MQTT (QoS 1, each device with its own credentials)")
+    table.add_column("device")
+    table.add_column("kind")
+    table.add_column("what")
+    samples = _samples(datetime.now(UTC), run)
+    for device_id, kind, payload, what in samples:
+        info = clients[device_id].publish(f"{settings.topic_prefix}/dev/{device_id}/{kind}", payload, qos=1)
+        info.wait_for_publish(10)
+        table.add_row(device_id, kind, what)
+    for client in clients.values():
+        client.disconnect()
+        client.loop_stop()
+    console.print(table)
+    return len(samples)
+
+
+def show_state(conn: psycopg.Connection, since: datetime) -> None:
+    arrived = Table(title="arrived (TimescaleDB hypertables)")
+    for col in ("table", "device", "ts (device time)", "received", "values"):
+        arrived.add_column(col)
+    queries = [
+        ("scans", "SELECT device_id, ts, received_at, code || ' ' || coalesce(mode, '') FROM scans"),
+        ("rfid_reads", "SELECT device_id, ts, received_at, epc || ' ant ' || antenna || ' ' || rssi || ' dBm' "
+                       "FROM rfid_reads"),
+        ("positions", "SELECT device_id, ts, received_at, round(lat::numeric, 5) || ', ' || round(lon::numeric, 5) "
+                      "|| ' (' || source || ')' FROM positions"),
+        ("env_readings", "SELECT device_id, ts, received_at, temp_c || ' °C ' || rh_pct || ' %%' FROM env_readings"),
+        ("device_status", "SELECT device_id, ts, received_at, 'battery ' || battery_pct || ' %% fw ' || fw "
+                          "FROM device_status"),
+    ]
+    for name, query in queries:
+        for row in conn.execute(f"{query} WHERE received_at >= %s ORDER BY ts", (since,)):
+            arrived.add_row(name, row[0], f"{row[1]:%H:%M:%S.%f}"[:-3], f"{row[2]:%H:%M:%S}", str(row[3]))
+    console.print(arrived)
+    moves = Table(title="stock movements (double entry)")
+    for col in ("sku", "qty", "from", "to", "lot", "serial", "step", "device"):
+        moves.add_column(col)
+    for row in conn.execute("SELECT sku, qty, from_location, to_location, lot, serial, biz_step, device_id "
+                            "FROM movements WHERE recorded_at >= %s ORDER BY id", (since,)):
+        moves.add_row(*[str(v) if v is not None else "" for v in row])
+    console.print(moves)
+    dead = Table(title="dead letters (nothing is dropped silently)")
+    for col in ("device", "reason", "detail"):
+        dead.add_column(col)
+    for row in conn.execute("SELECT device_id, reason, detail FROM dead_letters WHERE last_received_at >= %s "
+                            "ORDER BY id", (since,)):
+        dead.add_row(row[0] or "", row[1], row[2][:90])
+    console.print(dead)
+
+
+def run_demo(settings: Settings, *, once: bool, start_platform: threading.Event | None = None) -> None:
+    from ingest.rfid_sweep import sweep
+
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    run = f"{int(time.time())}"
+    with connect(settings.database_url, autocommit=True) as conn:
+        devices = provision_demo(settings, conn)
+        console.print(f"provisioned {len(devices)} demo devices with broker credentials")
+        publish_samples(settings, devices, run)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            letters = conn.execute("SELECT count(*) FROM dead_letters WHERE last_received_at >= %s",
+                                   (since,)).fetchone()
+            rows = conn.execute("SELECT count(*) FROM message_ids WHERE received_at >= %s", (since,)).fetchone()
+            if letters and rows and letters[0] >= 6 and rows[0] >= 11:
+                break
+            time.sleep(0.2)
+        time.sleep(7)  # the RFID passage closes once the tag has been silent for absent_after_s
+        sweep(conn)
+        show_state(conn, since)
+    if once:
+        return
+    console.print("[green]the platform keeps running[/green]; Ctrl-C stops it")
+    if start_platform is not None:
+        start_platform.wait()
