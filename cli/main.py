@@ -148,31 +148,44 @@ def db_migrate() -> None:
     console.print(f"applied: {', '.join(applied)}" if applied else "schema up to date")
 
 
-def _serve(settings: Settings, workers: int, *, maintain: bool) -> None:
+def _serve(settings: Settings, workers: int, *, maintain: bool, api: bool) -> None:
+    from cli.api_server import ApiServer, ApiServerError
     from ingest.supervisor import Supervisor
 
     supervisor = Supervisor(settings, workers, maintain=maintain)
     signal.signal(signal.SIGTERM, supervisor.request_stop)
     signal.signal(signal.SIGINT, supervisor.request_stop)
+    server = ApiServer(settings) if api else None
+    if server is not None:
+        try:
+            server.start()
+        except ApiServerError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(1) from None
+        console.print(f"API on {server.url}/api/v1 (docs {server.url}/docs)")
     console.print(f"running {workers} ingest worker(s); Ctrl-C stops")
-    supervisor.run()
+    try:
+        supervisor.run()
+    finally:
+        if server is not None:
+            server.stop()
     console.print("stopped cleanly")
 
 
 @app.command()
 def run(workers: Annotated[int | None, typer.Option(help="ingest worker processes")] = None) -> None:
-    """Run the platform in the foreground: migrations, ingest workers and scheduled retention."""
+    """Run the platform in the foreground: migrations, ingest workers, the API, scheduled retention."""
     settings = _settings()
     with _clear_errors():
         migrate(settings.database_url)
-    _serve(settings, workers or settings.ingest_workers, maintain=True)
+    _serve(settings, workers or settings.ingest_workers, maintain=True, api=True)
 
 
 @app.command()
 def ingest(workers: Annotated[int | None, typer.Option(help="ingest worker processes")] = None) -> None:
     """Run only the ingest workers in the foreground."""
     settings = _settings()
-    _serve(settings, workers or settings.ingest_workers, maintain=False)
+    _serve(settings, workers or settings.ingest_workers, maintain=False, api=False)
 
 
 @app.command()

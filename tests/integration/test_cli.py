@@ -1,0 +1,151 @@
+"""The `cargotrace` command as a user runs it: subprocesses against a private stack."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import orjson
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from psycopg.conninfo import make_conninfo
+
+from ingest.db import connect
+from tests.integration.broker_fixtures import free_port
+from tests.integration.db_fixtures import recreate_database
+
+pytestmark = pytest.mark.integration
+CLI = [sys.executable, "-m", "cli.main"]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator[dict[str, str]]:
+    url = make_conninfo(database_url, dbname="cargotrace_cli_test")
+    recreate_database(url)
+    values = {**os.environ, "CARGOTRACE_STATE_DIR": str(tmp_path_factory.mktemp("cli-state")),
+              "CARGOTRACE_MQTT_PORT": str(free_port()), "CARGOTRACE_API_PORT": str(free_port()),
+              "CARGOTRACE_DATABASE_URL": url, "CARGOTRACE_INGEST_WORKERS": "1", "CARGOTRACE_LOG_LEVEL": "WARNING"}
+    yield values
+    subprocess.run([*CLI, "down"], env=values, cwd=ROOT, capture_output=True, timeout=90, check=False)
+
+
+def cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          check=False)
+
+
+def test_up_is_idempotent_and_status_reports_the_stack(env: dict[str, str]) -> None:
+    first = cli(env, "up")
+    assert first.returncode == 0, first.stderr
+    assert "stack is up" in first.stderr and "0001_telemetry.sql" in first.stderr
+    second = cli(env, "up")
+    assert second.returncode == 0, second.stderr
+    assert "schema up to date" in second.stderr
+    pid = next(line for line in first.stderr.splitlines() if "Mosquitto pid" in line).split()[3]
+    assert f"Mosquitto pid {pid} " in second.stderr  # the running broker was reused, not restarted
+    status = cli(env, "status")
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "2.19" in status.stdout or "timescaledb" in status.stdout
+    assert "up" in status.stdout
+
+
+def test_device_add_prints_credentials_that_work(env: dict[str, str]) -> None:
+    assert cli(env, "up").returncode == 0
+    out = cli(env, "device", "add", "cli-sensor-1", "--kind", "env_sensor")
+    assert out.returncode == 0, out.stderr
+    fields = dict(line.split("=", 1) for line in out.stdout.strip().splitlines())
+    assert fields["username"] == "cli-sensor-1" and len(fields["password"]) >= 24
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="cli-test", protocol=mqtt.MQTTv5)
+    client.username_pw_set(fields["username"], fields["password"])
+    host, port = fields["broker"].split(":")
+    assert client.connect(host, int(port)) == 0
+    client.loop_start()
+    info = client.publish("cargotrace/v1/dev/cli-sensor-1/env", b"{}", qos=1)
+    info.wait_for_publish(10)
+    assert info.is_published()
+    client.disconnect()
+    client.loop_stop()
+    again = cli(env, "device", "add", "cli-sensor-1", "--kind", "env_sensor")
+    assert again.returncode == 1 and "rotate" in again.stderr and "Traceback" not in again.stderr
+    bad = cli(env, "device", "add", "bad/id", "--kind", "env_sensor")
+    assert bad.returncode == 1 and "device id" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_token_create_prints_only_the_token(env: dict[str, str]) -> None:
+    out = cli(env, "token", "create", "--role", "operator")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ct_") and len(lines[0]) > 40
+    with connect(env["CARGOTRACE_DATABASE_URL"]) as conn:
+        from api.tokens import role_of
+        assert role_of(conn, lines[0]) == "operator"
+    wrong = cli(env, "token", "create", "--role", "superuser")
+    assert wrong.returncode == 1 and "role must be one of" in wrong.stderr
+
+
+def test_run_serves_the_api_and_ingests_then_stops_cleanly_on_sigterm(env: dict[str, str]) -> None:
+    assert cli(env, "up").returncode == 0
+    creds = cli(env, "device", "add", "cli-sensor-2", "--kind", "env_sensor")
+    password = dict(line.split("=", 1) for line in creds.stdout.strip().splitlines())["password"]
+    proc = subprocess.Popen([*CLI, "run"], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    base = f"http://127.0.0.1:{env['CARGOTRACE_API_PORT']}/api/v1"
+    try:
+        deadline = time.monotonic() + 30
+        health = None
+        while time.monotonic() < deadline:
+            try:
+                health = httpx.get(f"{base}/health", timeout=1).json()
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        assert health == {"status": "ok", "db": True, "broker": True}
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="cli-run", protocol=mqtt.MQTTv5)
+        client.username_pw_set("cli-sensor-2", password)
+        client.connect("127.0.0.1", int(env["CARGOTRACE_MQTT_PORT"]))
+        client.loop_start()
+        body = {"msg_id": "via-run", "ts": datetime.now(UTC).isoformat(), "temp_c": 3.5}
+        client.publish("cargotrace/v1/dev/cli-sensor-2/env", orjson.dumps(body), qos=1).wait_for_publish(10)
+        client.disconnect()
+        client.loop_stop()
+        with connect(env["CARGOTRACE_DATABASE_URL"], autocommit=True) as conn:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                row = conn.execute("SELECT temp_c FROM env_readings WHERE msg_id = 'via-run'").fetchone()
+                if row:
+                    break
+                time.sleep(0.1)
+        assert row == (3.5,)
+        assert httpx.get(f"{base}/stock", timeout=5).status_code == 401
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=40)
+    assert proc.returncode == 0, output
+    assert "stopped cleanly" in output and "Traceback" not in output
+
+
+def test_maintain_and_rebuild_check_run(env: dict[str, str]) -> None:
+    maintain = cli(env, "maintain")
+    assert maintain.returncode == 0, maintain.stderr
+    assert "env_readings: 0 chunk(s) dropped" in maintain.stderr
+    check = cli(env, "rebuild", "--check")
+    assert check.returncode == 0 and "identical to the ledger" in check.stderr
+
+
+def test_a_missing_database_is_a_clear_error_not_a_traceback(env: dict[str, str]) -> None:
+    broken = {**env, "CARGOTRACE_DATABASE_URL": "postgresql://cargotrace:x@127.0.0.1:1/cargotrace"}
+    out = cli(broken, "db", "migrate")
+    assert out.returncode == 1
+    assert "cannot connect to PostgreSQL at 127.0.0.1:1/cargotrace" in out.stderr and "cargotrace up" in out.stderr
+    assert "Traceback" not in out.stderr
+    status = cli(broken, "status")
+    assert status.returncode == 1 and "down" in status.stdout
