@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from api.db import open_pool
 from api.errors import install_error_handlers
-from api.routes import alarms, dead_letters, devices, health, ledger, master_data, shipments
+from api.routes import alarms, dead_letters, devices, epcis, health, ledger, master_data, shipments
 from runtime.settings import Settings
 
 API_PREFIX = "/api/v1"
@@ -39,6 +39,6 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
-    for module in (health, master_data, devices, shipments, ledger, dead_letters, alarms):
+    for module in (health, master_data, devices, shipments, ledger, dead_letters, alarms, epcis):
         app.include_router(module.router, prefix=API_PREFIX)
     return app

@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     api_db_pool_max: int = 8
+    # EPCIS export: locations have no GLN here, so they are URNs under this base; event ids are
+    # derived from this site id and the movement id, stable across exports.
+    epcis_location_base: str = "urn:cargotrace:location:"
+    epcis_site_id: str = "cargotrace"
 
     # --- devices --------------------------------------------------------------------------------
     # A device that has sent nothing for this long is offline (a multiple of a typical interval).

@@ -1,3 +1,7 @@
 from __future__ import annotations
 
-pytest_plugins = ["tests.integration.db_fixtures", "tests.integration.broker_fixtures"]
+pytest_plugins = [
+    "tests.integration.db_fixtures",
+    "tests.integration.broker_fixtures",
+    "tests.integration.api_fixtures",
+]
