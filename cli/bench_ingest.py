@@ -89,9 +89,11 @@ def _fresh_database(settings: Settings) -> None:
     migrate(settings.database_url)
 
 
-def _provision(settings: Settings, names: list[str]) -> list[DeviceLogin]:
+def _provision(settings: Settings, names: list[str], kind: str = "env_sensor", site: str | None = None,
+               location: str | None = None) -> list[DeviceLogin]:
     with connect(settings.database_url, autocommit=True) as conn:
-        return [DeviceLogin(n, add_device(settings, conn, DeviceSpec(n, "env_sensor")).password) for n in names]
+        return [DeviceLogin(n, add_device(settings, conn, DeviceSpec(n, kind, site=site, location=location)).password)
+                for n in names]
 
 
 def _progress() -> Progress:
@@ -99,13 +101,14 @@ def _progress() -> Progress:
                     console=console, transient=False)
 
 
-def _publish(settings: Settings, logins: list[DeviceLogin], total: int, label: str, base_ms: int) -> None:
+def _publish(settings: Settings, logins: list[DeviceLogin], total: int, label: str, base_ms: int,
+             kind: str = "env", payload_of: Callable[[str], Callable[[int], bytes]] | None = None) -> None:
     per_device = total // len(logins)
     with _progress() as bar:
         task = bar.add_task(label, total=per_device * len(logins))
         acked = publish_backlog(settings.mqtt_host, settings.mqtt_port, logins,
-                                lambda d: f"{settings.topic_prefix}/dev/{d}/env", per_device,
-                                lambda d: env_payload(d, base_ms), lambda n: bar.advance(task, n))
+                                lambda d: f"{settings.topic_prefix}/dev/{d}/{kind}", per_device,
+                                payload_of or (lambda d: env_payload(d, base_ms)), lambda n: bar.advance(task, n))
     if acked != per_device * len(logins):
         raise LoadError(f"the broker acknowledged {acked} of {per_device * len(logins)} messages")
 
@@ -229,9 +232,10 @@ def _rss_mb(pids: list[int]) -> float:
 
 
 def drain(settings: Settings, conn: psycopg.Connection, workers: _Workers, target: int,
-          on_sample: Callable[[int], None]) -> tuple[float, float, list[tuple[float, float]], float]:
+          on_sample: Callable[[int], None], progress: Callable[[psycopg.Connection], int] = _committed,
+          ) -> tuple[float, float, list[tuple[float, float]], float]:
     """Time from the first commit to the last; returns (rate, seconds, curve, peak RSS MB)."""
-    start_count = _committed(conn)
+    start_count = progress(conn)
     t_start = time.perf_counter()
     workers.start()
     samples: list[tuple[float, int]] = []
@@ -241,7 +245,7 @@ def drain(settings: Settings, conn: psycopg.Connection, workers: _Workers, targe
     while last < start_count + target:
         time.sleep(POLL_S)
         now = time.perf_counter()
-        current = _committed(conn)
+        current = progress(conn)
         peak = max(peak, _rss_mb(workers.supervisor.pids()))
         if t_first is None and current > start_count:
             # Progress happened somewhere in the last poll interval: count from its start.

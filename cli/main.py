@@ -352,6 +352,26 @@ def bench_ingest(
             raise ValueError(f"benchmark failed: {exc}") from None
 
 
+@bench_app.command("scans")
+def bench_scans(
+    messages: Annotated[int, typer.Option(help="scans in the backlog")] = 100_000,
+    workers: Annotated[int | None, typer.Option(help="ingest worker processes")] = None,
+    background_rate: Annotated[int, typer.Option(help="env msg/s while measuring latency")] = 2000,
+    live_scans: Annotated[int, typer.Option(help="scans timed through the API")] = 300,
+    out: Annotated[Path, typer.Option(help="where the plot and JSON go")] = Path("bench-results"),
+) -> None:
+    """Movements/s draining a scan backlog, then scan-to-API latency under load; last line is JSON."""
+    from cli.bench_scans import run_scan_bench
+    from simulators.loadgen import LoadError
+
+    settings = _settings()
+    with _clear_errors():
+        try:
+            run_scan_bench(settings, messages, workers or settings.ingest_workers, background_rate, live_scans, out)
+        except LoadError as exc:
+            raise ValueError(f"benchmark failed: {exc}") from None
+
+
 def main() -> None:
     app()
 
