@@ -6,14 +6,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 
 from core.contract import Limits, Scan
+from core.ledger import Posting
 from ingest.decode import Inbound, prepare
 from ingest.stock import ScanPlan, apply_plans, resolve_scans
 from ingest.store import BatchResult, known_devices, write_batch
+from ingest.telemetry_rules import apply_telemetry, shipment_refs_of
 from runtime.settings import Settings
 
 
@@ -37,6 +39,7 @@ def process_batch(cur: psycopg.Cursor, messages: Sequence[Inbound], config: Pipe
     records = [r for r in prepared.records if (r.device_id, r.msg_id) not in rejected] if rejected \
         else prepared.records
     result = write_batch(cur, records, [*prepared.dead, *rule_dead])
+    refs: set[str] = set()
     if plans:
         fresh = {(r.device_id, r.msg_id) for r in result.applied if isinstance(r, Scan)}
         once: dict[tuple[str, str], ScanPlan] = {}
@@ -45,4 +48,7 @@ def process_batch(cur: psycopg.Cursor, messages: Sequence[Inbound], config: Pipe
             if key in fresh:
                 once.setdefault(key, plan)
         apply_plans(cur, list(once.values()))
+        refs = shipment_refs_of((p.plan.ref, p.plan.biz_step) for p in once.values() if isinstance(p.plan, Posting))
+    if result.applied:
+        apply_telemetry(cur, result.applied, refs, datetime.now(UTC))
     return result

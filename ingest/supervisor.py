@@ -11,6 +11,8 @@ from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
+import psycopg
+
 from ingest.db import StoreError, connect
 from ingest.maintenance import apply_retention
 from runtime.logs import configure_logging
@@ -50,6 +52,23 @@ def maintenance_loop(settings: Settings, stop: threading.Event) -> None:
             return
 
 
+def health_loop(settings: Settings, stop: threading.Event, interval_s: float = 30.0) -> None:
+    """Wall-clock rules no message triggers: devices gone silent, promises passing."""
+    from datetime import UTC, datetime
+
+    from ingest.telemetry_rules import mark_offline, refresh_open_shipments
+
+    while not stop.wait(interval_s):
+        try:
+            with connect(settings.database_url) as conn:
+                offline = mark_offline(conn, settings.device_offline_after_s)
+                refreshed = refresh_open_shipments(conn, datetime.now(UTC))
+            if offline or refreshed:
+                log.info("health: %d device(s) went offline, %d overdue shipment(s) re-evaluated", offline, refreshed)
+        except (StoreError, psycopg.Error) as exc:
+            log.warning("health check skipped: %s", str(exc).strip().splitlines()[0])
+
+
 class Supervisor:
     def __init__(self, settings: Settings, workers: int, *, maintain: bool = True) -> None:
         self.settings = settings
@@ -75,10 +94,9 @@ class Supervisor:
         for i in range(self.count):
             self._start(i)
         log.info("started %d ingest worker(s)", self.count)
-        maint = None
         if self.maintain:
-            maint = threading.Thread(target=maintenance_loop, args=(self.settings, self.stop_event), daemon=True)
-            maint.start()
+            for loop in (maintenance_loop, health_loop):
+                threading.Thread(target=loop, args=(self.settings, self.stop_event), daemon=True).start()
         try:
             while not self.stop_event.wait(0.5):
                 self._reap()

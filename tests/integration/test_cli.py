@@ -105,9 +105,11 @@ def test_run_serves_the_api_and_ingests_then_stops_cleanly_on_sigterm(env: dict[
         while time.monotonic() < deadline:
             try:
                 health = httpx.get(f"{base}/health", timeout=1).json()
-                break
+                if health["status"] == "ok":
+                    break
             except httpx.HTTPError:
-                time.sleep(0.2)
+                pass
+            time.sleep(0.2)
         assert health == {"status": "ok", "db": True, "broker": True}
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="cli-run", protocol=mqtt.MQTTv5)
         client.username_pw_set("cli-sensor-2", password)

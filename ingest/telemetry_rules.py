@@ -1,0 +1,419 @@
+"""Positions, shipments, environmental and device alarms, inside the ingest transaction.
+
+Every rule is re-derived from the stored history over a window that the new data can affect,
+with the pure functions of ``core`` doing the deciding. So late and out-of-order data give the
+same result as in-order data, and a redelivery (already de-duplicated) changes nothing.
+
+Locks: per-device advisory locks (positions, readings, battery) and shipment rows (FOR UPDATE),
+each phase in one global order, after the stock phase; concurrent workers cannot deadlock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from core.coldchain import Excursion, Profile, Reading, excursions
+from core.contract import EnvReading, Position, Record, Status
+from core.devices import battery_state
+from core.geo import Circle, Dwell, Fence, Fix, Polygon
+from core.positions import PositionIn, filter_positions
+from core.shipments import STATUS_RANK, ShipmentPlan, delivered_late, derive, eta, is_delayed
+from ingest.stock import lock_keys
+
+MAX_SPEED_KMH = 200.0
+MAX_GAP_S = 900.0
+LOOKBACK = timedelta(hours=2)  # fixes before loading that tell where the vehicle stood
+DWELL = Dwell(fixes=3, seconds=60.0)
+TEMPERATURE_TYPES = ("temperature_high", "temperature_low", "temperature_cumulative")
+ENV_TYPES = (*TEMPERATURE_TYPES, "humidity_high", "humidity_low")
+OPEN_STATUSES = ("planned", "loading", "in_transit", "arrived")
+
+
+@dataclass(frozen=True)
+class TelemetryResult:
+    shipments: int
+    alarms_changed: int
+
+
+def _lock_devices(cur: psycopg.Cursor, device_ids: Iterable[str]) -> None:
+    lock_keys(cur, [("device", d, "") for d in device_ids])
+
+
+# --- positions -----------------------------------------------------------------------------------
+
+
+def refilter_positions(cur: psycopg.Cursor, positions: Sequence[Position], now: datetime) -> set[str]:
+    """Re-decide filter reasons from the earliest new position on, seeded with the last accepted
+    fix before it (the impossible-jump rule compares with the previous accepted fix). Returns
+    the devices whose accepted track changed."""
+    earliest: dict[str, datetime] = {}
+    for p in positions:
+        earliest[p.device_id] = min(p.ts, earliest.get(p.device_id, p.ts))
+    changed: set[str] = set()
+    for device_id in sorted(earliest):
+        since = earliest[device_id]
+        seed = cur.execute("SELECT ts, msg_id, lat, lon, fix_valid, speed_kmh, received_at, filter_reason "
+                           "FROM positions WHERE device_id = %s AND ts < %s AND filter_reason IS NULL "
+                           "ORDER BY ts DESC, msg_id DESC LIMIT 1", (device_id, since)).fetchall()
+        rows = cur.execute("SELECT ts, msg_id, lat, lon, fix_valid, speed_kmh, received_at, filter_reason "
+                           "FROM positions WHERE device_id = %s AND ts >= %s", (device_id, since)).fetchall()
+        stored = {(r[0], r[1]): r[7] for r in rows}
+        items = [PositionIn(r[0], r[2], r[3], r[4], r[1], r[5], r[6]) for r in (*seed, *rows)]
+        updates = [(reason, device_id, p.ts, p.key) for p, reason in
+                   filter_positions(items, max_speed_kmh=MAX_SPEED_KMH, now=now)
+                   if (p.ts, p.key) in stored and stored[(p.ts, p.key)] != reason]
+        if updates:
+            cur.executemany("UPDATE positions SET filter_reason = %s "
+                            "WHERE device_id = %s AND ts = %s AND msg_id = %s", updates)
+        changed.add(device_id)
+    return changed
+
+
+# --- shipments -----------------------------------------------------------------------------------
+
+
+def _fence(row: Sequence[Any] | None) -> Fence | None:
+    if row is None:
+        return None
+    kind, lat, lon, radius, coords = row
+    if kind == "circle":
+        return Circle(lat, lon, radius)
+    return Polygon(tuple((float(p[0]), float(p[1])) for p in coords))
+
+
+def shipments_for(cur: psycopg.Cursor, tracker_ids: Iterable[str], refs: Iterable[str]) -> list[str]:
+    ids = sorted(set(tracker_ids))
+    found = {r[0] for r in cur.execute(
+        "SELECT s.ref FROM shipments s JOIN devices d ON d.vehicle = s.vehicle "
+        "WHERE d.device_id = ANY(%s) AND d.kind = 'gps_tracker' AND s.status = ANY(%s)",
+        (ids, list(OPEN_STATUSES)))} if ids else set()
+    return sorted(found | set(refs))
+
+
+def _scan_times(cur: psycopg.Cursor, ref: str, step: str) -> list[datetime]:
+    return [r[0] for r in cur.execute(
+        "SELECT m.ts FROM movements m WHERE m.ref = %s AND m.biz_step = %s AND m.reverses IS NULL "
+        "AND NOT EXISTS (SELECT 1 FROM movements r WHERE r.reverses = m.id)", (ref, step))]
+
+
+def _vehicle_fixes(cur: psycopg.Cursor, vehicle: str, since: datetime) -> list[Fix]:
+    return [Fix(r[0], r[1], r[2], r[3]) for r in cur.execute(
+        "SELECT p.ts, p.lat, p.lon, p.speed_kmh FROM positions p "
+        "JOIN devices d ON d.device_id = p.device_id "
+        "WHERE d.vehicle = %s AND d.kind = 'gps_tracker' AND p.ts >= %s AND p.filter_reason IS NULL "
+        "AND p.lat IS NOT NULL ORDER BY p.ts", (vehicle, since))]
+
+
+def update_shipment(cur: psycopg.Cursor, ref: str, now: datetime) -> bool:
+    """Re-derive one shipment's status, events and live state; False when it does not exist."""
+    row = cur.execute(
+        "SELECT s.vehicle, s.promised_at, s.cancelled_at, s.status, s.destination, sg.geofence, "
+        "d.type, d.lat, d.lon, d.radius_m, d.coordinates, o.type, o.lat, o.lon, o.radius_m, o.coordinates "
+        "FROM shipments s JOIN geofences d ON d.code = s.destination JOIN locations l ON l.code = s.origin "
+        "JOIN sites sg ON sg.code = l.site LEFT JOIN geofences o ON o.code = sg.geofence "
+        "WHERE s.ref = %s FOR UPDATE OF s", (ref,)).fetchone()
+    if row is None:
+        return False
+    vehicle, promised, cancelled, old_status, dest_code, origin_code = row[:6]
+    destination = _fence(row[6:11])
+    origin = _fence(row[11:16]) if row[11] is not None else None
+    assert destination is not None
+    ships = _scan_times(cur, ref, "loading")
+    delivers = _scan_times(cur, ref, "arriving")
+    fixes = _vehicle_fixes(cur, vehicle, min(ships) - LOOKBACK) if ships else []
+    plan = ShipmentPlan(ref, origin, destination, promised, cancelled, origin_code, dest_code)
+    state = derive(plan, ships, delivers, fixes, DWELL)
+    if STATUS_RANK[state.status] < STATUS_RANK[old_status]:
+        # A late fix split a dwell run that had confirmed a transition: the status never goes
+        # back, and the transitions already recorded stay (the track still gets the fix).
+        status = old_status
+    else:
+        status = state.status
+        _store_events(cur, ref, [(e.ts, e.type, e.detail) for e in state.events])
+    delivered_at = next((e.ts for e in state.events if e.type == "delivered"), None)
+    last = state.last_fix
+    eta_at, remaining = (None, None)
+    if last is not None and status in ("loading", "in_transit", "arrived"):
+        recent = [f for f in fixes if f.ts >= last.ts - timedelta(minutes=30)]
+        eta_at, remaining = eta(last, destination, recent)
+    delayed = is_delayed(status, eta_at, promised, now)
+    cur.execute(
+        "INSERT INTO shipment_state (ref, last_lat, last_lon, last_ts, eta, distance_remaining_km, delayed, "
+        "delivered_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now()) "
+        "ON CONFLICT (ref) DO UPDATE SET last_lat = excluded.last_lat, last_lon = excluded.last_lon, "
+        "last_ts = excluded.last_ts, eta = excluded.eta, "
+        "distance_remaining_km = excluded.distance_remaining_km, delayed = excluded.delayed, "
+        "delivered_at = excluded.delivered_at, updated_at = now()",
+        (ref, last.lat if last else None, last.lon if last else None, last.ts if last else None, eta_at,
+         remaining, delayed, delivered_at))
+    if status != old_status:
+        cur.execute("UPDATE shipments SET status = %s, updated_at = now() WHERE ref = %s", (status, ref))
+    _delay_alarm(cur, ref, delayed, promised, eta_at, now)
+    if delivered_late(delivered_at, promised):
+        late = f"delivered after the promise {promised:%Y-%m-%d %H:%M} UTC"
+        _store_events(cur, ref, [(delivered_at, "delivered_late", late)], replace=False)
+        open_ticket(cur, ref, "late_delivery", None,
+                    f"Shipment {ref} was delivered {delivered_at:%Y-%m-%d %H:%M} UTC, after the promised "
+                    f"{promised:%Y-%m-%d %H:%M} UTC")
+    return True
+
+
+def _store_events(cur: psycopg.Cursor, ref: str, events: list[tuple[Any, str, str]], *, replace: bool = True) -> None:
+    """Insert the derived transitions; a re-derivation that moved one updates its time and cause.
+    With ``replace``, derived transitions no longer supported by the data are removed (only
+    possible when a late fix shows a crossing was GPS noise); delay markers are kept."""
+    for ts, type_, detail in events:
+        cur.execute("INSERT INTO shipment_events (shipment, ts, type, detail) VALUES (%s, %s, %s, %s) "
+                    "ON CONFLICT (shipment, type) DO UPDATE SET ts = excluded.ts, detail = excluded.detail "
+                    "WHERE (shipment_events.ts, shipment_events.detail) "
+                    "IS DISTINCT FROM (excluded.ts, excluded.detail)",
+                    (ref, ts, type_, detail))
+    if replace:
+        cur.execute("DELETE FROM shipment_events WHERE shipment = %s AND type = ANY(%s) AND NOT (type = ANY(%s))",
+                    (ref, ["loading", "departed", "arrived", "delivered", "cancelled"], [e[1] for e in events]))
+
+
+def _delay_alarm(cur: psycopg.Cursor, ref: str, delayed: bool, promised: datetime | None, eta_at: datetime | None,
+                 now: datetime) -> None:
+    if delayed and promised is not None:
+        why = f"ETA {eta_at:%Y-%m-%d %H:%M} UTC" if eta_at is not None and eta_at > promised else "the clock"
+        inserted = cur.execute(
+            "INSERT INTO alarms (type, severity, state, shipment, subject, started_at, triggered_at, message) "
+            "VALUES ('shipment_delayed', 'warning', 'active', %s, %s, %s, %s, %s) "
+            "ON CONFLICT (type, subject) WHERE state = 'active' DO NOTHING RETURNING id",
+            (ref, ref, now, now, f"shipment {ref} will miss its promise of {promised:%Y-%m-%d %H:%M} UTC "
+                                 f"({why} is past it)")).fetchone()
+        if inserted:
+            _store_events(cur, ref, [(now, "delayed", f"{why} past the promise")], replace=False)
+    else:
+        cur.execute("UPDATE alarms SET state = 'cleared', cleared_at = %s, updated_at = now() "
+                    "WHERE type = 'shipment_delayed' AND subject = %s AND state = 'active'", (now, ref))
+
+
+def open_ticket(cur: psycopg.Cursor, ref: str, cause: str, alarm_id: int | None, summary: str) -> None:
+    """A logistics exception opens one after-sales ticket per shipment and cause, never two."""
+    cur.execute("INSERT INTO tickets (type, shipment, alarm_id, cause, summary) VALUES "
+                "('logistics_exception', %s, %s, %s, %s) ON CONFLICT (shipment, cause) WHERE cause IS NOT NULL "
+                "DO NOTHING", (ref, alarm_id, cause, summary))
+
+
+# --- environmental alarms ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Context:
+    profile: Profile
+    shipment: str | None
+    since: datetime | None  # readings before this belong to another context (the shipment's loading)
+    until: datetime | None
+
+
+def _profile(row: Sequence[Any]) -> Profile:
+    return Profile(row[0], row[1], row[2], row[3], float(row[4]), float(row[5]),
+                   float(row[6]) if row[6] is not None else None)
+
+
+_PROFILE_COLS = "p.temp_min_c, p.temp_max_c, p.rh_min_pct, p.rh_max_pct, p.delay_s, p.hysteresis_c, p.cumulative_s"
+
+
+def _context(cur: psycopg.Cursor, device_id: str, at: datetime) -> _Context | None:
+    """The profile that applies to a sensor's reading at ``at``: the shipment its vehicle carries
+    then (its own profile, else its first profiled item's), else the sensor's own profile."""
+    dev = cur.execute("SELECT vehicle, profile FROM devices WHERE device_id = %s", (device_id,)).fetchone()
+    if dev is None:
+        return None
+    vehicle, own = dev
+    if vehicle:
+        row = cur.execute(
+            "SELECT s.ref, l.ts, dl.ts, coalesce(s.profile, (SELECT i.profile FROM "
+            "jsonb_array_elements(s.lines) x JOIN items i ON i.sku = x->>'sku' WHERE i.profile IS NOT NULL LIMIT 1)) "
+            "FROM shipments s JOIN shipment_events l ON l.shipment = s.ref AND l.type = 'loading' "
+            "LEFT JOIN shipment_events dl ON dl.shipment = s.ref AND dl.type = 'delivered' "
+            "WHERE s.vehicle = %s AND l.ts <= %s AND (dl.ts IS NULL OR dl.ts > %s) ORDER BY l.ts DESC LIMIT 1",
+            (vehicle, at, at)).fetchone()
+        if row is not None and row[3] is not None:
+            prof = cur.execute(f"SELECT {_PROFILE_COLS} FROM profiles p WHERE p.code = %s", (row[3],)).fetchone()
+            if prof is not None:
+                return _Context(_profile(prof), row[0], row[1], row[2])
+    if own:
+        prof = cur.execute(f"SELECT {_PROFILE_COLS} FROM profiles p WHERE p.code = %s", (own,)).fetchone()
+        if prof is not None:
+            return _Context(_profile(prof), None, None, None)
+    return None
+
+
+def _readings(cur: psycopg.Cursor, device_id: str, since: datetime, until: datetime | None) -> list[Reading]:
+    return [Reading(r[0], r[1], r[2]) for r in cur.execute(
+        "SELECT ts, temp_c, rh_pct FROM env_readings WHERE device_id = %s AND ts >= %s "
+        "AND (%s::timestamptz IS NULL OR ts < %s) ORDER BY ts", (device_id, since, until, until))]
+
+
+def _message(device_id: str, e: Excursion, profile: Profile) -> str:
+    limits = {"temperature_high": f"above {profile.temp_max_c} °C",
+              "temperature_low": f"below {profile.temp_min_c} °C",
+              "humidity_high": f"above {profile.rh_max_pct} %RH", "humidity_low": f"below {profile.rh_min_pct} %RH",
+              "temperature_cumulative": f"out of {profile.temp_min_c}..{profile.temp_max_c} °C for "
+                                        f"{profile.cumulative_s:.0f} s in total"}
+    return f"{device_id}: {limits[e.type]} (peak {e.peak_value:g})"
+
+
+def evaluate_environment(cur: psycopg.Cursor, readings: Sequence[EnvReading]) -> int:
+    """Re-derive the environmental alarms each device's new readings can affect."""
+    earliest: dict[str, datetime] = {}
+    latest: dict[str, datetime] = {}
+    for r in readings:
+        earliest[r.device_id] = min(r.ts, earliest.get(r.device_id, r.ts))
+        latest[r.device_id] = max(r.ts, latest.get(r.device_id, r.ts))
+    changed = 0
+    for device_id in sorted(earliest):
+        ctx = _context(cur, device_id, latest[device_id])
+        if ctx is None:
+            continue
+        reach = timedelta(seconds=ctx.profile.delay_s + MAX_GAP_S)
+        since = earliest[device_id] - reach
+        # An alarm still open, or one the new readings may extend, is re-derived from its start.
+        row = cur.execute("SELECT min(started_at) FROM alarms WHERE subject = %s AND type = ANY(%s) "
+                          "AND (state = 'active' OR cleared_at >= %s)",
+                          (device_id, list(ENV_TYPES), since)).fetchone()
+        if row and row[0] is not None:
+            since = min(since, row[0])
+        if ctx.since is not None and (ctx.profile.cumulative_s is not None or since < ctx.since):
+            since = ctx.since  # a shipment's cumulative time counts from its loading
+        found = excursions(_readings(cur, device_id, since, ctx.until), ctx.profile, max_gap_s=MAX_GAP_S)
+        changed += _reconcile(cur, device_id, since, found, ctx)
+    return changed
+
+
+def _reconcile(cur: psycopg.Cursor, device_id: str, since: datetime, found: list[Excursion], ctx: _Context) -> int:
+    stored = cur.execute("SELECT id, type, started_at, cleared_at, peak_value, acknowledged FROM alarms "
+                         "WHERE subject = %s AND type = ANY(%s) AND started_at >= %s ORDER BY started_at",
+                         (device_id, list(ENV_TYPES), since)).fetchall()
+    by_key = {(r[1], r[2]): r for r in stored}
+    wanted = {(e.type, e.started_at): e for e in found}
+    changed = 0
+    for key, row in by_key.items():
+        if key in wanted:
+            continue
+        # The episode no longer exists with the data now known (a late reading filled a gap):
+        # an unseen alarm is withdrawn, one somebody acknowledged is kept and closed.
+        if row[5]:
+            cur.execute("UPDATE alarms SET state = 'cleared', cleared_at = coalesce(cleared_at, now()), "
+                        "message = message || ' (superseded by late data)', updated_at = now() WHERE id = %s",
+                        (row[0],))
+        else:
+            cur.execute("DELETE FROM alarms WHERE id = %s "
+                        "AND NOT EXISTS (SELECT 1 FROM tickets t WHERE t.alarm_id = %s)", (row[0], row[0]))
+        changed += 1
+    for key, e in sorted(wanted.items(), key=lambda kv: (kv[1].cleared_at is None, kv[1].started_at)):
+        state = "cleared" if e.cleared_at is not None else "active"
+        existing = by_key.get(key)
+        if existing is not None:
+            row = existing
+            if (row[3], row[4]) != (e.cleared_at, e.peak_value):
+                cur.execute("UPDATE alarms SET state = %s, cleared_at = %s, peak_value = %s, seconds_out = %s, "
+                            "triggered_at = %s, updated_at = now() WHERE id = %s",
+                            (state, e.cleared_at, e.peak_value, e.seconds_out, e.triggered_at, row[0]))
+                changed += 1
+            alarm_id = int(row[0])
+        else:
+            severity = "critical" if e.type.startswith("temperature") else "warning"
+            inserted = cur.execute(
+                "INSERT INTO alarms (type, severity, state, device_id, shipment, subject, started_at, triggered_at, "
+                "cleared_at, peak_value, seconds_out, message) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+                (e.type, severity, state, device_id, ctx.shipment, device_id, e.started_at, e.triggered_at,
+                 e.cleared_at, e.peak_value, e.seconds_out, _message(device_id, e, ctx.profile))).fetchone()
+            assert inserted is not None
+            alarm_id = int(inserted[0])
+            changed += 1
+        if ctx.shipment is not None and e.type in TEMPERATURE_TYPES:
+            open_ticket(cur, ctx.shipment, "temperature_excursion", alarm_id,
+                        f"Temperature excursion on shipment {ctx.shipment}: {_message(device_id, e, ctx.profile)} "
+                        f"from {e.started_at:%Y-%m-%d %H:%M} UTC")
+    return changed
+
+
+# --- device health -------------------------------------------------------------------------------
+
+
+def evaluate_battery(cur: psycopg.Cursor, statuses: Sequence[Status], *,
+                     window: timedelta = timedelta(days=7)) -> None:
+    devices = sorted({s.device_id for s in statuses if s.battery_pct is not None})
+    for device_id in devices:
+        since = min(s.ts for s in statuses if s.device_id == device_id) - window
+        levels = [(r[0], float(r[1])) for r in cur.execute(
+            "SELECT ts, battery_pct FROM device_status "
+            "WHERE device_id = %s AND ts >= %s AND battery_pct IS NOT NULL", (device_id, since))]
+        episodes = battery_state(levels)
+        cur.execute("DELETE FROM alarms WHERE subject = %s AND type = 'battery_low' AND started_at >= %s "
+                    "AND NOT acknowledged", (device_id, since))
+        for e in episodes:
+            cur.execute(
+                "INSERT INTO alarms (type, severity, state, device_id, subject, started_at, triggered_at, "
+                "cleared_at, peak_value, message) VALUES ('battery_low', 'warning', %s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (type, subject) WHERE state = 'active' DO UPDATE SET peak_value = excluded.peak_value",
+                ("active" if e.cleared_at is None else "cleared", device_id, device_id, e.started_at, e.triggered_at,
+                 e.cleared_at, e.peak_value, f"{device_id}: battery at {e.peak_value:g} %"))
+
+
+def clear_offline(cur: psycopg.Cursor, device_ids: Iterable[str]) -> None:
+    """A device that speaks is online again."""
+    ids = sorted(set(device_ids))
+    if ids:
+        cur.execute("UPDATE alarms SET state = 'cleared', cleared_at = now(), updated_at = now() "
+                    "WHERE type = 'device_offline' AND state = 'active' AND subject = ANY(%s)", (ids,))
+
+
+def mark_offline(conn: psycopg.Connection, after_s: float) -> int:
+    """Periodic, wall clock: devices silent for ``after_s`` get a device_offline alarm."""
+    with conn.transaction():
+        rows = conn.execute(
+            "INSERT INTO alarms (type, severity, state, device_id, subject, started_at, triggered_at, message) "
+            "SELECT 'device_offline', 'warning', 'active', s.device_id, s.device_id, s.last_seen, now(), "
+            "s.device_id || ': no message since ' || to_char(s.last_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') "
+            "|| ' UTC' FROM device_state s JOIN devices d USING (device_id) "
+            "WHERE s.last_seen < now() - make_interval(secs => %s) "
+            "ON CONFLICT (type, subject) WHERE state = 'active' DO NOTHING RETURNING id", (after_s,)).fetchall()
+    return len(rows)
+
+
+def refresh_open_shipments(conn: psycopg.Connection, now: datetime) -> int:
+    """Periodic, wall clock: a shipment can become delayed with no new data (the promise passes)."""
+    refs = [r[0] for r in conn.execute("SELECT ref FROM shipments WHERE status = ANY(%s) AND promised_at < %s",
+                                       (list(OPEN_STATUSES), now))]
+    for ref in refs:
+        with conn.transaction(), conn.cursor() as cur:
+            update_shipment(cur, ref, now)
+    return len(refs)
+
+
+# --- the batch entry point -----------------------------------------------------------------------
+
+
+def apply_telemetry(cur: psycopg.Cursor, applied: Sequence[Record], shipment_refs: Iterable[str],
+                    now: datetime) -> TelemetryResult:
+    positions = [r for r in applied if isinstance(r, Position)]
+    envs = [r for r in applied if isinstance(r, EnvReading)]
+    statuses = [r for r in applied if isinstance(r, Status)]
+    clear_offline(cur, {r.device_id for r in applied})
+    _lock_devices(cur, {r.device_id for r in positions} | {r.device_id for r in envs}
+                  | {r.device_id for r in statuses})
+    trackers = refilter_positions(cur, positions, now) if positions else set()
+    refs = shipments_for(cur, trackers, shipment_refs)
+    for ref in refs:
+        update_shipment(cur, ref, now)
+    changed = evaluate_environment(cur, envs) if envs else 0
+    if statuses:
+        evaluate_battery(cur, statuses)
+    return TelemetryResult(len(refs), changed)
+
+
+def shipment_refs_of(postings: Iterable[tuple[str | None, str]]) -> set[str]:
+    """Refs of loading/arriving movements: the scans that move a shipment's status."""
+    return {ref for ref, step in postings if ref and step in ("loading", "arriving")}
+
