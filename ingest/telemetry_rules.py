@@ -47,14 +47,13 @@ def _lock_devices(cur: psycopg.Cursor, device_ids: Iterable[str]) -> None:
 # --- positions -----------------------------------------------------------------------------------
 
 
-def refilter_positions(cur: psycopg.Cursor, positions: Sequence[Position], now: datetime) -> set[str]:
+def refilter_positions(cur: psycopg.Cursor, positions: Sequence[Position], now: datetime) -> dict[str, datetime]:
     """Re-decide filter reasons from the earliest new position on, seeded with the last accepted
-    fix before it (the impossible-jump rule compares with the previous accepted fix). Returns
-    the devices whose accepted track changed."""
+    fix before it (the impossible-jump rule compares with the previous accepted fix). Returns,
+    per device, the earliest time from which its accepted track may have changed."""
     earliest: dict[str, datetime] = {}
     for p in positions:
         earliest[p.device_id] = min(p.ts, earliest.get(p.device_id, p.ts))
-    changed: set[str] = set()
     for device_id in sorted(earliest):
         since = earliest[device_id]
         seed = cur.execute("SELECT ts, msg_id, lat, lon, fix_valid, speed_kmh, received_at, filter_reason "
@@ -70,8 +69,7 @@ def refilter_positions(cur: psycopg.Cursor, positions: Sequence[Position], now: 
         if updates:
             cur.executemany("UPDATE positions SET filter_reason = %s "
                             "WHERE device_id = %s AND ts = %s AND msg_id = %s", updates)
-        changed.add(device_id)
-    return changed
+    return earliest
 
 
 # --- shipments -----------------------------------------------------------------------------------
@@ -86,12 +84,17 @@ def _fence(row: Sequence[Any] | None) -> Fence | None:
     return Polygon(tuple((float(p[0]), float(p[1])) for p in coords))
 
 
-def shipments_for(cur: psycopg.Cursor, tracker_ids: Iterable[str], refs: Iterable[str]) -> list[str]:
-    ids = sorted(set(tracker_ids))
+def shipments_for(cur: psycopg.Cursor, trackers: dict[str, datetime], refs: Iterable[str]) -> list[str]:
+    """Shipments the new fixes can affect: open ones on the trackers' vehicles, and finished ones
+    whose end (delivery, cancellation) is after the earliest new fix, since a late fix can still
+    move their departure or arrival."""
+    ids = sorted(trackers)
     found = {r[0] for r in cur.execute(
         "SELECT s.ref FROM shipments s JOIN devices d ON d.vehicle = s.vehicle "
-        "WHERE d.device_id = ANY(%s) AND d.kind = 'gps_tracker' AND s.status = ANY(%s)",
-        (ids, list(OPEN_STATUSES)))} if ids else set()
+        "JOIN unnest(%s::text[], %s::timestamptz[]) t(device_id, since) ON t.device_id = d.device_id "
+        "LEFT JOIN shipment_events e ON e.shipment = s.ref AND e.type IN ('delivered', 'cancelled') "
+        "WHERE d.kind = 'gps_tracker' AND (s.status = ANY(%s) OR e.ts >= t.since)",
+        (ids, [trackers[i] for i in ids], list(OPEN_STATUSES)))} if ids else set()
     return sorted(found | set(refs))
 
 
@@ -137,7 +140,7 @@ def update_shipment(cur: psycopg.Cursor, ref: str, now: datetime) -> bool:
         _store_events(cur, ref, [(e.ts, e.type, e.detail) for e in state.events])
     delivered_at = next((e.ts for e in state.events if e.type == "delivered"), None)
     last = state.last_fix
-    eta_at, remaining = (None, None)
+    eta_at, remaining = (delivered_at, 0.0) if status == "delivered" else (None, None)
     if last is not None and status in ("loading", "in_transit", "arrived"):
         recent = [f for f in fixes if f.ts >= last.ts - timedelta(minutes=30)]
         eta_at, remaining = eta(last, destination, recent)
@@ -258,7 +261,7 @@ def _message(device_id: str, e: Excursion, profile: Profile) -> str:
               "temperature_low": f"below {profile.temp_min_c} °C",
               "humidity_high": f"above {profile.rh_max_pct} %RH", "humidity_low": f"below {profile.rh_min_pct} %RH",
               "temperature_cumulative": f"out of {profile.temp_min_c}..{profile.temp_max_c} °C for "
-                                        f"{profile.cumulative_s:.0f} s in total"}
+                                        f"{profile.cumulative_s or 0:.0f} s in total"}
     return f"{device_id}: {limits[e.type]} (peak {e.peak_value:g})"
 
 
@@ -289,35 +292,43 @@ def evaluate_environment(cur: psycopg.Cursor, readings: Sequence[EnvReading]) ->
     return changed
 
 
+def _overlaps(row: Sequence[Any], e: Excursion) -> bool:
+    far = datetime.max.replace(tzinfo=e.started_at.tzinfo)
+    return bool(row[2] < (e.cleared_at or far) and e.started_at < (row[3] or far))
+
+
 def _reconcile(cur: psycopg.Cursor, device_id: str, since: datetime, found: list[Excursion], ctx: _Context) -> int:
+    """Make the stored alarms of the window equal to the derived episodes. A stored alarm that
+    overlaps a derived episode of its type IS that episode (late readings may move its start or
+    end): it keeps its id, acknowledgement and ticket."""
     stored = cur.execute("SELECT id, type, started_at, cleared_at, peak_value, acknowledged FROM alarms "
-                         "WHERE subject = %s AND type = ANY(%s) AND started_at >= %s ORDER BY started_at",
-                         (device_id, list(ENV_TYPES), since)).fetchall()
-    by_key = {(r[1], r[2]): r for r in stored}
-    wanted = {(e.type, e.started_at): e for e in found}
+                         "WHERE subject = %s AND type = ANY(%s) AND coalesce(cleared_at, 'infinity') >= %s "
+                         "ORDER BY started_at", (device_id, list(ENV_TYPES), since)).fetchall()
+    unmatched = list(stored)
+    pairs: list[tuple[Excursion, Sequence[Any] | None]] = []
+    for e in sorted(found, key=lambda x: (x.started_at, x.type)):
+        match = next((r for r in unmatched if r[1] == e.type and _overlaps(r, e)), None)
+        if match is not None:
+            unmatched.remove(match)
+        pairs.append((e, match))
     changed = 0
-    for key, row in by_key.items():
-        if key in wanted:
-            continue
+    for gone in unmatched:
         # The episode no longer exists with the data now known (a late reading filled a gap):
-        # an unseen alarm is withdrawn, one somebody acknowledged is kept and closed.
-        if row[5]:
-            cur.execute("UPDATE alarms SET state = 'cleared', cleared_at = coalesce(cleared_at, now()), "
-                        "message = message || ' (superseded by late data)', updated_at = now() WHERE id = %s",
-                        (row[0],))
-        else:
-            cur.execute("DELETE FROM alarms WHERE id = %s "
-                        "AND NOT EXISTS (SELECT 1 FROM tickets t WHERE t.alarm_id = %s)", (row[0], row[0]))
+        # an alarm nobody acted on is withdrawn, one acknowledged or ticketed is kept and closed.
+        cur.execute("DELETE FROM alarms WHERE id = %s AND NOT acknowledged "
+                    "AND NOT EXISTS (SELECT 1 FROM tickets t WHERE t.alarm_id = %s)", (gone[0], gone[0]))
+        cur.execute("UPDATE alarms SET state = 'cleared', cleared_at = coalesce(cleared_at, now()), "
+                    "message = message || ' (superseded by late data)', updated_at = now() WHERE id = %s "
+                    "AND state = 'active'", (gone[0],))
         changed += 1
-    for key, e in sorted(wanted.items(), key=lambda kv: (kv[1].cleared_at is None, kv[1].started_at)):
+    # Clear before activating, so that the one-active-alarm-per-type index never sees two.
+    for e, row in sorted(pairs, key=lambda p: p[0].cleared_at is None):
         state = "cleared" if e.cleared_at is not None else "active"
-        existing = by_key.get(key)
-        if existing is not None:
-            row = existing
-            if (row[3], row[4]) != (e.cleared_at, e.peak_value):
-                cur.execute("UPDATE alarms SET state = %s, cleared_at = %s, peak_value = %s, seconds_out = %s, "
-                            "triggered_at = %s, updated_at = now() WHERE id = %s",
-                            (state, e.cleared_at, e.peak_value, e.seconds_out, e.triggered_at, row[0]))
+        if row is not None:
+            if (row[2], row[3], row[4]) != (e.started_at, e.cleared_at, e.peak_value):
+                cur.execute("UPDATE alarms SET state = %s, started_at = %s, cleared_at = %s, peak_value = %s, "
+                            "seconds_out = %s, triggered_at = %s, updated_at = now() WHERE id = %s",
+                            (state, e.started_at, e.cleared_at, e.peak_value, e.seconds_out, e.triggered_at, row[0]))
                 changed += 1
             alarm_id = int(row[0])
         else:
@@ -403,7 +414,7 @@ def apply_telemetry(cur: psycopg.Cursor, applied: Sequence[Record], shipment_ref
     clear_offline(cur, {r.device_id for r in applied})
     _lock_devices(cur, {r.device_id for r in positions} | {r.device_id for r in envs}
                   | {r.device_id for r in statuses})
-    trackers = refilter_positions(cur, positions, now) if positions else set()
+    trackers = refilter_positions(cur, positions, now) if positions else {}
     refs = shipments_for(cur, trackers, shipment_refs)
     for ref in refs:
         update_shipment(cur, ref, now)
