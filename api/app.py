@@ -10,7 +10,8 @@ from fastapi import FastAPI
 
 from api.db import open_pool
 from api.errors import install_error_handlers
-from api.routes import alarms, dead_letters, devices, epcis, health, ledger, master_data, shipments
+from api.routes import alarms, dead_letters, devices, epcis, health, ledger, master_data, shipments, tickets, tracking
+from api.routes.dashboard import install as install_dashboard
 from runtime.settings import Settings
 
 API_PREFIX = "/api/v1"
@@ -39,6 +40,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
-    for module in (health, master_data, devices, shipments, ledger, dead_letters, alarms, epcis):
+    for module in (health, master_data, devices, shipments, ledger, dead_letters, alarms, epcis, tickets, tracking):
         app.include_router(module.router, prefix=API_PREFIX)
+    install_dashboard(app, API_PREFIX)  # live events, telemetry, the dashboard and tracking pages
     return app

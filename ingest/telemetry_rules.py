@@ -173,7 +173,8 @@ def _store_events(cur: psycopg.Cursor, ref: str, events: list[tuple[Any, str, st
     for ts, type_, detail in events:
         cur.execute("INSERT INTO shipment_events (shipment, ts, type, detail) VALUES (%s, %s, %s, %s) "
                     "ON CONFLICT (shipment, type) DO UPDATE SET ts = excluded.ts, detail = excluded.detail "
-                    "WHERE (shipment_events.ts, shipment_events.detail) "
+                    "WHERE shipment_events.type <> 'cancelled' "  # the API recorded who cancelled and why
+                    "AND (shipment_events.ts, shipment_events.detail) "
                     "IS DISTINCT FROM (excluded.ts, excluded.detail)",
                     (ref, ts, type_, detail))
     if replace:

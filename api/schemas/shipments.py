@@ -67,5 +67,42 @@ class ShipmentOut(Out):
     profile: str | None
     lines: list[ShipmentLineOut]
     public_token: str = Field(description="the token of the public tracking page /track/{public_token}")
+    delivered_at: UtcDatetime | None = Field(None, description="extension: when it was delivered (event time)")
+    cancelled_at: UtcDatetime | None = Field(None, description="extension: when it was cancelled")
     created_at: UtcDatetime
     updated_at: UtcDatetime
+
+
+class CancelIn(In):
+    reason: str | None = Field(None, min_length=1, max_length=500,
+                               description="recorded as the detail of the `cancelled` event")
+
+
+class TrackPoint(Out):
+    ts: UtcDatetime
+    lat: float | None = Field(description="null only for a filtered position without a usable fix")
+    lon: float | None
+    speed_kmh: float | None
+    heading_deg: float | None
+    device_id: str
+    filter_reason: str | None = Field(None, description="only with include_filtered=true: why the position "
+                                                        "does not drive the shipment (null when it does)")
+
+
+PublicEventType = Literal["loading", "departed", "arrived", "delivered", "cancelled", "delayed", "delivered_late"]
+
+
+class PublicEvent(Out):
+    ts: UtcDatetime
+    type: PublicEventType
+    detail: str = Field(description="customer-facing text; never internal codes")
+
+
+class PublicTracking(Out):
+    """The customer's view of one shipment: deliberately nothing that names vehicles, places or devices."""
+
+    status: ShipmentStatus
+    eta: UtcDatetime | None
+    delivered_at: UtcDatetime | None
+    events: list[PublicEvent]
+    progress_pct: int | None = Field(description="0-100; null when cancelled")
