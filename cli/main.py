@@ -372,6 +372,28 @@ def bench_scans(
             raise ValueError(f"benchmark failed: {exc}") from None
 
 
+@bench_app.command("telemetry")
+def bench_telemetry(
+    vehicles: Annotated[int, typer.Option(help="vehicles, each with a tracker and a sensor")] = 1000,
+    per_vehicle: Annotated[int, typer.Option(help="positions (and as many readings) per vehicle")] = 50,
+    workers: Annotated[int | None, typer.Option(help="ingest worker processes")] = None,
+    background_rate: Annotated[int, typer.Option(help="env msg/s while timing alarms")] = 2000,
+    timed: Annotated[int, typer.Option(help="alarms timed through the API")] = 40,
+    out: Annotated[Path, typer.Option(help="where the plot and JSON go")] = Path("bench-results"),
+) -> None:
+    """Fleet positions and readings with every rule on, then excursion-to-alarm latency; last line is JSON."""
+    from cli.bench_telemetry import run_telemetry_bench
+    from simulators.loadgen import LoadError
+
+    settings = _settings()
+    with _clear_errors():
+        try:
+            run_telemetry_bench(settings, vehicles, per_vehicle, workers or settings.ingest_workers, background_rate,
+                                timed, out)
+        except LoadError as exc:
+            raise ValueError(f"benchmark failed: {exc}") from None
+
+
 def main() -> None:
     app()
 
