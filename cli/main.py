@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from api.tokens import ROLES, create_token
+from cli.bridge import bridge_app
 from devices.broker_accounts import BrokerAccounts, BrokerError
 from devices.provisioning import DEVICE_KINDS, DeviceSpec, ProvisioningError, add_device, remove_device, rotate_device
 from ingest.db import StoreError, applied_versions, connect, describe, ensure_database, migrate, migrations
@@ -34,6 +35,7 @@ app.add_typer(device_app, name="device")
 app.add_typer(token_app, name="token")
 app.add_typer(bench_app, name="bench")
 app.add_typer(dead_app, name="dead-letters")
+app.add_typer(bridge_app, name="bridge")
 
 console = Console(stderr=True)
 T = TypeVar("T")

@@ -151,3 +151,11 @@ def test_a_missing_database_is_a_clear_error_not_a_traceback(env: dict[str, str]
     assert "Traceback" not in out.stderr
     status = cli(broken, "status")
     assert status.returncode == 1 and "down" in status.stdout
+
+
+def test_bridge_commands_report_a_missing_port_or_password_clearly(env: dict[str, str]) -> None:
+    missing = cli(env, "bridge", "scanner", "--port", "/dev/no-such-tty", "--device", "x", "--password", "y")
+    assert missing.returncode == 1 and "/dev/no-such-tty" in missing.stderr and "Traceback" not in missing.stderr
+    no_password = cli({k: v for k, v in env.items() if k != "CARGOTRACE_DEVICE_PASSWORD"},
+                      "bridge", "gps", "--port", "/dev/no-such-tty", "--device", "x")
+    assert no_password.returncode == 2 and "CARGOTRACE_DEVICE_PASSWORD" in no_password.stderr
