@@ -20,7 +20,9 @@ class ApiServer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         config = uvicorn.Config(create_app(settings), host=settings.api_host, port=settings.api_port,
-                                log_level=settings.log_level.lower(), access_log=False, lifespan="on")
+                                log_level=settings.log_level.lower(), access_log=False, lifespan="on",
+                                # Open dashboards hold event streams; stopping must not wait for them.
+                                timeout_graceful_shutdown=3)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="api", daemon=True)
 

@@ -19,6 +19,7 @@ class RetentionReport:
     chunks_dropped: dict[str, int]
     dead_letters_deleted: int
     message_ids_deleted: int
+    outbox_deleted: int = 0
 
 
 def retention_days(settings: Settings) -> dict[str, int]:
@@ -51,4 +52,6 @@ def apply_retention(conn: psycopg.Connection, settings: Settings) -> RetentionRe
     dead = (_delete_older(conn, "dead_letters", "last_received_at", settings.retention_dead_letters_days)
             if settings.retention_dead_letters_days > 0 else 0)
     ids = _delete_older(conn, "message_ids", "received_at", settings.dedupe_window_days)
-    return RetentionReport(dropped, dead, ids)
+    # The live-event outbox only serves reconnecting dashboards (Last-Event-ID): a week is plenty.
+    outbox = _delete_older(conn, "events_outbox", "ts", 7)
+    return RetentionReport(dropped, dead, ids, outbox)

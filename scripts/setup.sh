@@ -9,7 +9,7 @@
 #      something has to be installed): mosquitto mosquitto-clients, a PostgreSQL
 #      server (Debian's default `postgresql` when none is installed),
 #      postgresql-server-dev-N for the server in use, cmake build-essential
-#      xz-utils, curl ca-certificates, python3-venv python3-dev (when the venv
+#      xz-utils, curl ca-certificates, chromium (browser tests), python3-venv python3-dev (when the venv
 #      uses Debian's python3). Makes sure a cluster listens on port 5432 and runs
 #      (without systemd: pg_ctlcluster --skip-systemctl-redirect; creates N/main
 #      if there is no cluster at all). The system Mosquitto service is never
@@ -186,7 +186,8 @@ else
   if [[ -z $py_path || $(readlink -f "$py_path") == /usr/bin/* ]]; then uses_debian_python=1; fi
 fi
 
-want=(mosquitto mosquitto-clients cmake build-essential xz-utils curl ca-certificates)
+# chromium: the browser the dashboard's end-to-end tests drive (Playwright never downloads its own).
+want=(mosquitto mosquitto-clients cmake build-essential xz-utils curl ca-certificates chromium)
 if ((uses_debian_python)); then want+=(python3 python3-venv python3-dev); fi
 server_installed=$(newest_installed_server)
 if [[ -z $server_installed ]]; then

@@ -11,6 +11,7 @@ const STATUSES = ["planned", "loading", "in_transit", "arrived", "delivered"];
 const SEVERITIES = ["critical", "warning", "info"];
 const ACK_ROLES = new Set(["operator", "admin"]);
 const TEMP_ALARMS = new Set(["temperature_high", "temperature_low"]);
+const EXTERNAL = new Set(["supplier", "customer", "inventory_loss"]);
 
 const state = { me: null, live: null, view: null, handlers: {} };
 
@@ -192,6 +193,8 @@ async function stockView(root) {
     field("stock-sku", "Item (SKU)", "sku"),
     field("stock-location", "Location", "location"),
     field("stock-site", "Site", "site"),
+    h("div", null, h("input", { id: "stock-external", name: "external", type: "checkbox" }), " ",
+      h("label", { for: "stock-external", class: "inline" }, "Show supplier, customer and loss locations")),
     h("div", null, h("label", { for: "stock-group" }, "Group by"),
       h("select", { id: "stock-group", name: "group" },
         h("option", { value: "location" }, "Location"), h("option", { value: "sku" }, "Item"))),
@@ -202,7 +205,11 @@ async function stockView(root) {
   async function load() {
     const f = new FormData(form);
     const params = { sku: f.get("sku").trim(), location: f.get("location").trim(), site: f.get("site").trim() };
-    const rows = await all("/stock", params);
+    const [found, locations] = await Promise.all([all("/stock", params), all("/locations")]);
+    // Double entry leaves negative balances at suppliers and stock at customers: the ledger needs
+    // them, the desk usually does not.
+    const external = new Set(locations.filter((l) => EXTERNAL.has(l.type)).map((l) => l.code));
+    const rows = f.get("external") ? found : found.filter((r) => !external.has(r.location));
     const group = f.get("group");
     const other = group === "location" ? "sku" : "location";
     rows.sort((a, b) => a[group].localeCompare(b[group]) || a[other].localeCompare(b[other]) ||
@@ -230,6 +237,7 @@ async function stockView(root) {
 
   form.addEventListener("submit", (e) => { e.preventDefault(); load().catch(showError(out)); });
   $("stock-group").addEventListener("change", () => load().catch(showError(out)));
+  $("stock-external").addEventListener("change", () => load().catch(showError(out)));
   await load();
   const reload = debounce(() => load().catch(() => {}), 500);
   state.handlers = { movement: reload };

@@ -65,7 +65,11 @@ export function routeMap({ positions, fences, title, width = 640, height = 380 }
       lat: o.points.reduce((a, p) => a + p.lat, 0) / o.points.length,
       lon: o.points.reduce((a, p) => a + p.lon, 0) / o.points.length,
     });
-    svg.append(s("text", { class: "map-label", x: cx, y: cy, "text-anchor": "middle" }, `${o.role}: ${o.code}`));
+    // Labels near an edge grow inwards, so that they are not cut off.
+    const anchor = cx > width * 0.7 ? "end" : cx < width * 0.3 ? "start" : "middle";
+    const ly = cy < height * 0.2 ? cy + 28 : cy - 16;
+    svg.append(s("text", { class: "map-label", x: Math.min(Math.max(cx, 8), width - 8), y: ly, "text-anchor": anchor },
+      `${o.role}: ${o.code}`));
   }
   if (positions.length) {
     svg.append(s("polyline", { class: "route-line", points: pts(positions), "data-points": positions.length }));

@@ -66,7 +66,8 @@ export function table({ caption, columns, rows, rowAttrs }) {
 
 export function tableRow(columns, row, rowAttrs) {
   return h("tr", rowAttrs ? rowAttrs(row) : null,
-    columns.map((c) => h("td", { "data-label": c.title, class: c.num ? "num" : null }, c.cell(row))));
+    // One wrapper per cell: on a phone the cell is a two-column grid (label, value).
+    columns.map((c) => h("td", { "data-label": c.title, class: c.num ? "num" : null }, h("span", null, c.cell(row)))));
 }
 
 export function debounce(fn, ms) {
