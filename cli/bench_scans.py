@@ -10,7 +10,6 @@ Same method as `bench ingest` (private broker and database, backlog drained by t
 
 from __future__ import annotations
 
-import json
 import statistics
 import threading
 import time
@@ -38,6 +37,7 @@ from cli.bench_ingest import (
     drain,
     free_port,
 )
+from cli.bench_report import Panel, write_report
 from cli.local_broker import start_local_broker, stop_local_broker
 from core.gs1 import gtin_check_digit_ok
 from devices.broker_accounts import BrokerAccounts
@@ -214,34 +214,13 @@ def run_scan_bench(base: Settings, messages: int, workers: int, background_rate:
         latency_p50_ms=round(statistics.median(latencies), 1), latency_p99_ms=round(_percentile(latencies, 0.99), 1),
         latency_max_ms=round(latencies[-1], 1), live_scans=len(latencies), background_msgs_per_s=background_rate,
         background_achieved_msgs_per_s=round(achieved, 1), peak_rss_mb=round(peak, 1), drain_s=round(seconds, 2))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _plot(curve, latencies, result, out_dir / "scans.png")
-    (out_dir / "scans.json").write_text(json.dumps({**asdict(result), "curve": curve}, indent=2))
-    console.print(f"plot: {out_dir / 'scans.png'}")
-    print(json.dumps(asdict(result)))
+    png = write_report(
+        "scans", asdict(result), curve, latencies,
+        Panel("movements committed per second", result.movements_per_s, 5000,
+              f"Drain of {result.messages:,} scans, {result.workers} worker(s)"),
+        Panel("publish → visible in GET /movements (ms)", result.latency_p50_ms, 250,
+              f"{result.live_scans} scans under {result.background_achieved_msgs_per_s:,.0f} msg/s background"),
+        out_dir)
+    console.print(f"plot: {png}")
     return result
 
-
-def _plot(curve: list[tuple[float, float]], latencies: list[float], r: ScanBenchResult, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    left.plot([c[0] for c in curve], [c[1] for c in curve], color="tab:green")
-    left.axhline(r.movements_per_s, color="tab:green", linestyle=":", label=f"mean {r.movements_per_s:,.0f}/s")
-    left.axhline(5000, color="tab:red", linestyle="--", label="target 5,000/s")
-    left.set(xlabel="seconds since the first commit", ylabel="movements committed per second",
-             title=f"Drain of {r.messages:,} scans, {r.workers} worker(s)")
-    left.set_ylim(bottom=0)
-    left.legend(loc="lower right")
-    right.hist(latencies, bins=40, color="tab:purple")
-    right.axvline(r.latency_p99_ms, color="black", linestyle="--", label=f"p99 {r.latency_p99_ms:.0f} ms")
-    right.axvline(250, color="tab:red", linestyle=":", label="target 250 ms")
-    right.set(xlabel="publish → visible in GET /movements (ms)", ylabel="scans",
-              title=f"{r.live_scans} scans under {r.background_achieved_msgs_per_s:,.0f} msg/s background")
-    right.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -11,7 +11,6 @@ and the API is polled until the alarm is visible.
 
 from __future__ import annotations
 
-import json
 import statistics
 import threading
 import time
@@ -38,6 +37,7 @@ from cli.bench_ingest import (
     drain,
     free_port,
 )
+from cli.bench_report import Panel, write_report
 from cli.local_broker import start_local_broker, stop_local_broker
 from devices.broker_accounts import BrokerAccounts
 from ingest.db import connect
@@ -237,37 +237,13 @@ def run_telemetry_bench(base: Settings, vehicles: int, per_vehicle: int, workers
         latency_p50_ms=round(statistics.median(latencies), 1), latency_p99_ms=round(_percentile(latencies, 0.99), 1),
         latency_max_ms=round(latencies[-1], 1), alarms_timed=len(latencies), background_msgs_per_s=background_rate,
         background_achieved_msgs_per_s=round(achieved, 1), peak_rss_mb=round(peak, 1), drain_s=round(seconds, 2))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "telemetry.json").write_text(json.dumps({**asdict(result), "curve": curve}, indent=2))
-    _plot(curve, latencies, result, out_dir / "telemetry.png")
-    console.print(f"plot: {out_dir / 'telemetry.png'}")
-    print(json.dumps(asdict(result)))
+    png = write_report(
+        "telemetry", asdict(result), curve, latencies,
+        Panel("messages committed per second", result.readings_per_s, 10_000,
+              f"{result.vehicles} vehicles, {result.messages:,} positions + readings, rules on"),
+        Panel("window-completing reading → alarm visible in the API (ms)", result.latency_p50_ms, 500,
+              f"{result.alarms_timed} alarms under {result.background_achieved_msgs_per_s:,.0f} msg/s background"),
+        out_dir)
+    console.print(f"plot: {png}")
     return result
-
-
-def _plot(curve: list[tuple[float, float]], latencies: list[float], r: TelemetryBenchResult, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    left.plot([c[0] for c in curve], [c[1] for c in curve], color="tab:blue")
-    left.axhline(r.readings_per_s, color="tab:blue", linestyle=":", label=f"mean {r.readings_per_s:,.0f}/s")
-    left.axhline(10_000, color="tab:red", linestyle="--", label="target 10,000/s")
-    left.set(xlabel="seconds since the first commit", ylabel="messages committed per second",
-             title=f"{r.vehicles} vehicles, {r.messages:,} positions + readings, rules on")
-    left.set_ylim(bottom=0)
-    left.legend(loc="lower right")
-    right.hist(latencies, bins=30, color="tab:orange")
-    right.axvline(r.latency_p99_ms, color="black", linestyle="--", label=f"p99 {r.latency_p99_ms:.0f} ms")
-    right.axvline(500, color="tab:red", linestyle=":", label="target 500 ms")
-    right.set(xlabel="window-completing reading → alarm visible in the API (ms)", ylabel="alarms",
-              title=f"{r.alarms_timed} alarms under {r.background_achieved_msgs_per_s:,.0f} msg/s background")
-    right.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 
