@@ -4,6 +4,7 @@ with the curve, and the summary as the last line of output."""
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,5 +44,7 @@ def write_report(name: str, summary: dict[str, Any], curve: list[tuple[float, fl
     fig.savefig(png, dpi=110)
     plt.close(fig)
     (out_dir / f"{name}.json").write_text(json.dumps({**summary, "curve": curve}, indent=2))
-    print(json.dumps(summary))
+    sys.stderr.write(f"plot: {png}\n")
+    sys.stderr.flush()
+    print(json.dumps(summary), flush=True)  # the last line of output, for scripts
     return png

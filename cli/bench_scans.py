@@ -214,13 +214,12 @@ def run_scan_bench(base: Settings, messages: int, workers: int, background_rate:
         latency_p50_ms=round(statistics.median(latencies), 1), latency_p99_ms=round(_percentile(latencies, 0.99), 1),
         latency_max_ms=round(latencies[-1], 1), live_scans=len(latencies), background_msgs_per_s=background_rate,
         background_achieved_msgs_per_s=round(achieved, 1), peak_rss_mb=round(peak, 1), drain_s=round(seconds, 2))
-    png = write_report(
+    write_report(
         "scans", asdict(result), curve, latencies,
         Panel("movements committed per second", result.movements_per_s, 5000,
               f"Drain of {result.messages:,} scans, {result.workers} worker(s)"),
         Panel("publish → visible in GET /movements (ms)", result.latency_p50_ms, 250,
               f"{result.live_scans} scans under {result.background_achieved_msgs_per_s:,.0f} msg/s background"),
         out_dir)
-    console.print(f"plot: {png}")
     return result
 

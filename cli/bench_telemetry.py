@@ -237,13 +237,12 @@ def run_telemetry_bench(base: Settings, vehicles: int, per_vehicle: int, workers
         latency_p50_ms=round(statistics.median(latencies), 1), latency_p99_ms=round(_percentile(latencies, 0.99), 1),
         latency_max_ms=round(latencies[-1], 1), alarms_timed=len(latencies), background_msgs_per_s=background_rate,
         background_achieved_msgs_per_s=round(achieved, 1), peak_rss_mb=round(peak, 1), drain_s=round(seconds, 2))
-    png = write_report(
+    write_report(
         "telemetry", asdict(result), curve, latencies,
         Panel("messages committed per second", result.readings_per_s, 10_000,
               f"{result.vehicles} vehicles, {result.messages:,} positions + readings, rules on"),
         Panel("window-completing reading → alarm visible in the API (ms)", result.latency_p50_ms, 500,
               f"{result.alarms_timed} alarms under {result.background_achieved_msgs_per_s:,.0f} msg/s background"),
         out_dir)
-    console.print(f"plot: {png}")
     return result
 
