@@ -91,23 +91,33 @@ def copy_records(cur: psycopg.Cursor, records: Sequence[Record]) -> None:
 
 
 def touch_devices(cur: psycopg.Cursor, records: Sequence[Record]) -> None:
-    """last_seen / last_ts / message count per device. Sorted so that concurrent workers lock the
-    same rows in the same order and cannot deadlock."""
-    state: dict[str, tuple[datetime, datetime, int]] = {}
+    """last_seen / last_ts / message count per device, and the device's own rhythm: a moving
+    average of the spacing of its messages in device time (newer device times only: a late flush
+    says nothing of it). Sorted so that concurrent workers lock rows in one order."""
+    state: dict[str, tuple[datetime, datetime, datetime, int]] = {}
     for r in records:
-        seen, ts, n = state.get(r.device_id, (r.received_at, r.ts, 0))
-        state[r.device_id] = (max(seen, r.received_at), max(ts, r.ts), n + 1)
+        seen, first, last, n = state.get(r.device_id, (r.received_at, r.ts, r.ts, 0))
+        state[r.device_id] = (max(seen, r.received_at), min(first, r.ts), max(last, r.ts), n + 1)
     if not state:
         return
     ids = sorted(state)
+    spacing = [(state[i][2] - state[i][1]).total_seconds() / (state[i][3] - 1) if state[i][3] > 1 else None
+               for i in ids]
     cur.execute(
-        "INSERT INTO device_state (device_id, last_seen, last_ts, messages) "
-        "SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::timestamptz[], %s::bigint[]) "
+        "INSERT INTO device_state (device_id, last_seen, last_ts, messages, expected_interval_s) "
+        "SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::timestamptz[], %s::bigint[], %s::float8[]) "
         "ON CONFLICT (device_id) DO UPDATE SET "
+        # SET sees the row's old values: the sample is the gap since the newest message known before.
+        "expected_interval_s = CASE WHEN excluded.last_ts <= device_state.last_ts "
+        "  THEN coalesce(device_state.expected_interval_s, excluded.expected_interval_s) "
+        "WHEN device_state.expected_interval_s IS NULL "
+        "  THEN extract(epoch FROM excluded.last_ts - device_state.last_ts) / excluded.messages "
+        "ELSE 0.8 * device_state.expected_interval_s "
+        "  + 0.2 * extract(epoch FROM excluded.last_ts - device_state.last_ts) / excluded.messages END, "
         "last_seen = greatest(device_state.last_seen, excluded.last_seen), "
         "last_ts = greatest(device_state.last_ts, excluded.last_ts), "
         "messages = device_state.messages + excluded.messages",
-        (ids, [state[i][0] for i in ids], [state[i][1] for i in ids], [state[i][2] for i in ids]),
+        (ids, [state[i][0] for i in ids], [state[i][2] for i in ids], [state[i][3] for i in ids], spacing),
     )
 
 

@@ -61,7 +61,7 @@ def health_loop(settings: Settings, stop: threading.Event, interval_s: float = 3
     while not stop.wait(interval_s):
         try:
             with connect(settings.database_url) as conn:
-                offline = mark_offline(conn, settings.device_offline_after_s)
+                offline = mark_offline(conn, settings.device_offline_after_s, settings.device_offline_multiple)
                 refreshed = refresh_open_shipments(conn, datetime.now(UTC))
             if offline or refreshed:
                 log.info("health: %d device(s) went offline, %d overdue shipment(s) re-evaluated", offline, refreshed)

@@ -460,16 +460,19 @@ def clear_offline(cur: psycopg.Cursor, device_ids: Iterable[str]) -> None:
                     "WHERE type = 'device_offline' AND state = 'active' AND subject = ANY(%s)", (ids,))
 
 
-def mark_offline(conn: psycopg.Connection, after_s: float) -> int:
-    """Periodic, wall clock: devices silent for ``after_s`` get a device_offline alarm."""
+def mark_offline(conn: psycopg.Connection, after_s: float, multiple: float) -> int:
+    """Periodic, wall clock: a device silent for ``multiple`` of its expected interval (``after_s``
+    while that is unknown) gets a device_offline alarm."""
     with conn.transaction():
         rows = conn.execute(
             "INSERT INTO alarms (type, severity, state, device_id, subject, started_at, triggered_at, message) "
             "SELECT 'device_offline', 'warning', 'active', s.device_id, s.device_id, s.last_seen, now(), "
             "s.device_id || ': no message since ' || to_char(s.last_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') "
             "|| ' UTC' FROM device_state s JOIN devices d USING (device_id) "
-            "WHERE s.last_seen < now() - make_interval(secs => %s) "
-            "ON CONFLICT (type, subject) WHERE state = 'active' DO NOTHING RETURNING id", (after_s,)).fetchall()
+            "WHERE s.last_seen < now() - make_interval(secs => "
+            "device_silence_limit_s(s.expected_interval_s, %s, %s)) "
+            "ON CONFLICT (type, subject) WHERE state = 'active' DO NOTHING RETURNING id",
+            (multiple, after_s)).fetchall()
     return len(rows)
 
 

@@ -79,7 +79,9 @@ class Settings(BaseSettings):
     epcis_site_id: str = "cargotrace"
 
     # --- devices --------------------------------------------------------------------------------
-    # A device that has sent nothing for this long is offline (a multiple of a typical interval).
+    # A device is offline after this many of its own expected intervals without a message (the
+    # interval is learned from its messages); until one is known, after device_offline_after_s.
+    device_offline_multiple: float = 5.0
     device_offline_after_s: int = 600
 
     log_level: str = Field(default="INFO")

@@ -80,7 +80,7 @@ def overview(conn: Conn, settings: AppSettings, _: Viewer,
              ) -> OverviewOut:
     """Extension: the dashboard's overview counts in one query."""
     start = since or datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    row = store.overview(conn, start, settings.device_offline_after_s)
+    row = store.overview(conn, start, settings.device_offline_after_s, settings.device_offline_multiple)
     return OverviewOut.model_validate({**row, "since": start})
 
 

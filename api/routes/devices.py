@@ -34,7 +34,7 @@ def put_device(device_id: DeviceIdPath, body: DeviceIn, conn: Conn, settings: Ap
 
 @router.get("/devices/{device_id}")
 def get_device(device_id: str, conn: Conn, settings: AppSettings, _: Viewer) -> DeviceOut:
-    row = store.get_device(conn, device_id, settings.device_offline_after_s)
+    row = store.get_device(conn, device_id, settings.device_offline_after_s, settings.device_offline_multiple)
     return DeviceOut.model_validate(found(row, "device", device_id))
 
 
@@ -43,7 +43,8 @@ def list_devices(conn: Conn, settings: AppSettings, _: Viewer, limit: Limit = DE
                  cursor: Cursor = None) -> Page[DeviceOut]:
     after = decode_cursor("devices", cursor, (str,))
     rows = store.list_devices(conn, None if after is None else str(after[0]), limit + 1,
-                              settings.device_offline_after_s)
+                              settings.device_offline_after_s,
+                              settings.device_offline_multiple)
     return page("devices", rows, limit, lambda r: (r["device_id"],), DeviceOut.model_validate)
 
 

@@ -34,7 +34,8 @@ _ATTRIBUTES = ("kind", "site", "location", "mode", "vehicle", "profile", "gate")
 # Liveness comes from ingest's device_state; battery is the latest reported level by device time.
 _VIEW = """
 SELECT d.*, s.last_seen,
-       coalesce(s.last_seen >= now() - make_interval(secs => %(offline_after_s)s), false) AS online,
+       coalesce(s.last_seen >= now() - make_interval(secs => device_silence_limit_s(
+           s.expected_interval_s, %(offline_multiple)s, %(offline_after_s)s)), false) AS online,
        b.battery_pct
 FROM devices d
 LEFT JOIN device_state s ON s.device_id = d.device_id
@@ -101,23 +102,27 @@ def put_device(settings: Settings, conn: psycopg.Connection, device_id: str,
         elif not _unchanged(existing, spec):
             # Writing an identical body would only move updated_at; PUT twice must give the same object.
             upsert_device(conn, spec)
-    view = get_device(conn, device_id, settings.device_offline_after_s)
+    view = get_device(conn, device_id, settings.device_offline_after_s, settings.device_offline_multiple)
     if view is None:
         raise ConflictError(f"device {device_id!r} was deleted while it was being written")
     return view, credentials
 
 
-def get_device(conn: psycopg.Connection, device_id: str, offline_after_s: int) -> Row | None:
+def get_device(conn: psycopg.Connection, device_id: str, offline_after_s: int,
+               offline_multiple: float) -> Row | None:
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(_VIEW + "WHERE d.device_id = %(device_id)s",
-                           {"device_id": device_id, "offline_after_s": offline_after_s}).fetchone()
+                           {"device_id": device_id, "offline_after_s": offline_after_s,
+                            "offline_multiple": offline_multiple}).fetchone()
 
 
-def list_devices(conn: psycopg.Connection, after: str | None, limit: int, offline_after_s: int) -> list[Row]:
+def list_devices(conn: psycopg.Connection, after: str | None, limit: int, offline_after_s: int,
+                 offline_multiple: float) -> list[Row]:
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(_VIEW + "WHERE %(after)s::text IS NULL OR d.device_id > %(after)s "
                            "ORDER BY d.device_id LIMIT %(limit)s",
-                           {"after": after, "limit": limit, "offline_after_s": offline_after_s}).fetchall()
+                           {"after": after, "limit": limit, "offline_after_s": offline_after_s,
+                            "offline_multiple": offline_multiple}).fetchall()
 
 
 def rotate_secret(settings: Settings, conn: psycopg.Connection, device_id: str) -> Credentials:

@@ -102,7 +102,8 @@ async def follow(database_url: str, after: int | None, heartbeat_s: float) -> As
 
 # --- the overview the dashboard opens with -------------------------------------------------------
 
-def overview(conn: psycopg.Connection, since: datetime, offline_after_s: int) -> Row:
+def overview(conn: psycopg.Connection, since: datetime, offline_after_s: int,
+             offline_multiple: float) -> Row:
     """Open alarms by severity, shipments by status, devices online/offline, movements since
     ``since``, and the outbox head (the Last-Event-ID that continues exactly after these counts)."""
     with conn.cursor(row_factory=dict_row) as cur:
@@ -117,9 +118,10 @@ def overview(conn: psycopg.Connection, since: datetime, offline_after_s: int) ->
               (SELECT coalesce(jsonb_object_agg(status, n), '{}') FROM
                  (SELECT status, count(*) AS n FROM shipments GROUP BY status) s) AS shipments,
               (SELECT count(*) FROM devices d JOIN device_state s ON s.device_id = d.device_id
-                 WHERE s.last_seen >= now() - make_interval(secs => %(offline_after_s)s)) AS devices_online,
+                 WHERE s.last_seen >= now() - make_interval(secs => device_silence_limit_s(
+                       s.expected_interval_s, %(offline_multiple)s, %(offline_after_s)s))) AS devices_online,
               (SELECT count(*) FROM devices) AS devices_total,
               (SELECT count(*) FROM movements WHERE ts >= %(since)s) AS movements_since
-            """, {"since": since, "offline_after_s": offline_after_s}).fetchone()
+            """, {"since": since, "offline_after_s": offline_after_s, "offline_multiple": offline_multiple}).fetchone()
     assert row is not None  # an aggregate-only SELECT always returns its row
     return row

@@ -232,8 +232,13 @@ def test_battery_low_with_hysteresis_and_offline_devices(fleet: psycopg.Connecti
     rows = fleet.execute("SELECT state, started_at, cleared_at, peak_value FROM alarms WHERE type = 'battery_low'"
                          ).fetchall()
     assert rows == [("cleared", at(3 * 60), at(7 * 60), 19.0)]
+    # Heartbeats came every 60 minutes of device time: that is its expected interval.
+    expected = fleet.execute("SELECT expected_interval_s FROM device_state WHERE device_id = 'TS-1'").fetchone()
+    assert expected is not None and 3000 < expected[0] <= 3600
     fleet.execute("UPDATE device_state SET last_seen = now() - interval '2 hours' WHERE device_id = 'TS-1'")
-    assert mark_offline(fleet, 600) == 1
-    assert mark_offline(fleet, 600) == 0  # one active alarm per device
+    assert mark_offline(fleet, 600, 5.0) == 0    # 2 h of silence is not 5 x 60 min
+    fleet.execute("UPDATE device_state SET last_seen = now() - interval '6 hours' WHERE device_id = 'TS-1'")
+    assert mark_offline(fleet, 600, 5.0) == 1
+    assert mark_offline(fleet, 600, 5.0) == 0  # one active alarm per device
     apply(fleet, [reading(500, 5.0)])     # it speaks again
     assert fleet.execute("SELECT state FROM alarms WHERE type = 'device_offline'").fetchone() == ("cleared",)
