@@ -7,6 +7,7 @@ end up as dead letters, not lost and not crashing anything.
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -160,7 +161,64 @@ def show_state(conn: psycopg.Connection, since: datetime) -> None:
     console.print(dead)
 
 
-def run_demo(settings: Settings, *, once: bool, start_platform: threading.Event | None = None) -> None:
+def run_demo_command(settings: Settings, *, once: bool, scenario: bool) -> None:
+    """The platform in this process (ingest workers, retention and health loops, the API and
+    dashboard), the sample traffic, the normal-day scenario; then it runs until Ctrl-C."""
+    from api.tokens import create_token
+    from cli.api_server import ApiServer
+    from ingest.supervisor import Supervisor, wait_until_connected
+
+    supervisor = Supervisor(settings, settings.ingest_workers, maintain=True)
+    thread = threading.Thread(target=supervisor.run, daemon=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    thread.start()
+    server = ApiServer(settings)
+    try:
+        wait_until_connected(settings, settings.ingest_workers)
+        server.start()
+        with connect(settings.database_url) as conn:
+            token = create_token(conn, "admin", "demo")
+        console.print(f"[bold]dashboard[/bold] {server.url}/   [bold]API[/bold] {server.url}/api/v1 "
+                      f"(docs {server.url}/docs)\n[bold]admin token[/bold] {token}")
+        run_demo(settings)
+        if scenario:
+            run_story(settings, server.url, token)
+        if not once:
+            console.print(f"[green]the platform keeps running[/green] at {server.url}/ ; Ctrl-C stops it")
+            stop.wait()
+    finally:
+        server.stop()
+        supervisor.request_stop()
+        thread.join(30)
+
+
+STORY = ("normal-day", "cold-chain-excursion", "late-delivery")
+
+
+def run_story(settings: Settings, api_url: str, token: str, speedup: float = 60.0) -> None:
+    """A warehouse day, with one cold-chain excursion and one late delivery beside it, played at
+    once at a speed-up that tells the whole story in about four minutes (3.5 simulated hours)."""
+    import asyncio
+
+    from simulators.scenarios import ScenarioReport, arun_scenario
+
+    async def play() -> list[ScenarioReport]:
+        runs = [arun_scenario(name, api_url=api_url, admin_token=token, broker_host=settings.mqtt_host,
+                              broker_port=settings.mqtt_port, topic_prefix=settings.topic_prefix, seed=7,
+                              speedup=speedup, duration_s=215, progress=(name == "normal-day"))
+                for name in STORY]
+        return list(await asyncio.gather(*runs))
+
+    console.print(f"[bold]playing[/bold] {', '.join(STORY)} at {speedup:g}x: 3.5 simulated hours in about 4 minutes")
+    for name, report in zip(STORY, asyncio.run(play()), strict=True):
+        console.print(f"[bold]{name}[/bold]")
+        for line in report.lines():
+            console.print(f"  {line}")
+
+
+def run_demo(settings: Settings) -> None:
     from ingest.rfid_sweep import sweep
 
     since = datetime.now(UTC) - timedelta(seconds=1)
@@ -180,8 +238,3 @@ def run_demo(settings: Settings, *, once: bool, start_platform: threading.Event 
         time.sleep(7)  # the RFID passage closes once the tag has been silent for absent_after_s
         sweep(conn)
         show_state(conn, since)
-    if once:
-        return
-    console.print("[green]the platform keeps running[/green]; Ctrl-C stops it")
-    if start_platform is not None:
-        start_platform.wait()

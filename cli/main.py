@@ -17,6 +17,7 @@ from rich.table import Table
 
 from api.tokens import ROLES, create_token
 from cli.bridge import bridge_app
+from cli.simulate import simulate_app
 from devices.broker_accounts import BrokerAccounts, BrokerError
 from devices.provisioning import DEVICE_KINDS, DeviceSpec, ProvisioningError, add_device, remove_device, rotate_device
 from ingest.db import StoreError, applied_versions, connect, describe, ensure_database, migrate, migrations
@@ -36,6 +37,7 @@ app.add_typer(token_app, name="token")
 app.add_typer(bench_app, name="bench")
 app.add_typer(dead_app, name="dead-letters")
 app.add_typer(bridge_app, name="bridge")
+app.add_typer(simulate_app, name="simulate")
 
 console = Console(stderr=True)
 T = TypeVar("T")
@@ -191,29 +193,16 @@ def ingest(workers: Annotated[int | None, typer.Option(help="ingest worker proce
 
 
 @app.command()
-def demo(once: Annotated[bool, typer.Option("--once", help="exit after showing the sample traffic")] = False) -> None:
-    """Start the local stack and the platform, publish sample traffic of every kind, show the result."""
-    import threading
-
-    from cli.demo import run_demo
-    from ingest.supervisor import Supervisor, wait_until_connected
+def demo(once: Annotated[bool, typer.Option("--once", help="exit after the demo instead of running on")] = False,
+         scenario: Annotated[bool, typer.Option(help="also run the normal-day scenario")] = True) -> None:
+    """Start the local stack and the platform (ingest, API, dashboard), show sample traffic of every
+    kind including bad messages, then run the normal-day scenario. Ctrl-C stops everything."""
+    from cli.demo import run_demo_command
 
     settings = _settings(create_secrets=True)
     with _clear_errors():
         bring_up(settings)
-    supervisor = Supervisor(settings, settings.ingest_workers, maintain=True)
-    thread = threading.Thread(target=supervisor.run, daemon=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    thread.start()
-    try:
-        with _clear_errors():
-            wait_until_connected(settings, settings.ingest_workers)
-            run_demo(settings, once=once, start_platform=stop)
-    finally:
-        supervisor.request_stop()
-        thread.join(30)
+        run_demo_command(settings, once=once, scenario=scenario)
     console.print("stopped cleanly")
 
 

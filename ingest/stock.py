@@ -107,6 +107,9 @@ def resolve_scans(cur: psycopg.Cursor, scans: Sequence[Scan], prefix: str
     wanted = {c for s in scans for c in (s.location, s.to_location) if c}
     wanted |= {dev[1] for dev in devices.values() if dev[1]}
     wanted |= {c for sh in shipments.values() for c in (sh.vehicle, sh.customer, sh.origin)}
+    # A return comes from where its serial was delivered, which may be another site's customer.
+    serials = _serial_locations(cur, scans, codes, items)
+    wanted |= set(serials.values())
     locations = _locations(cur, wanted)
     sites = sorted({loc.site for loc in locations.values()})
     by_type: dict[tuple[str, str], list[str]] = {}
@@ -115,7 +118,6 @@ def resolve_scans(cur: psycopg.Cursor, scans: Sequence[Scan], prefix: str
             (sites, list(_SITE_ROLE_TYPES))):
         by_type.setdefault((site, type_), []).append(code)
         locations.setdefault(code, Location(code, site, type_))
-    serials = _serial_locations(cur, scans, codes, items)
     plans: list[ScanPlan] = []
     for i, scan in enumerate(scans):
         code = codes.get(i)

@@ -266,3 +266,16 @@ def test_dead_letter_replay_applies_a_scan_once_its_item_exists(world: psycopg.C
     assert marked == [("invalid_json", False, None),  # a malformed payload is final: never replayed
                       ("unknown_gtin", True, "applied"), ("unparseable_code", False, "rejected: unparseable_code")]
     assert replay(world, config, reason="unknown_gtin") == []  # applied letters are not replayed again
+
+
+def test_a_return_comes_from_the_customer_its_serial_was_delivered_to_even_at_another_site(
+        world: psycopg.Connection) -> None:
+    world.execute("INSERT INTO sites (code, name) VALUES ('SITE-B', 'Customer site')")
+    world.execute("INSERT INTO locations (code, site, type) VALUES ('CUST-B', 'SITE-B', 'customer')")
+    unit = gs1(GTIN_B, serial="PEN-1")
+    apply(world, [scan("SC-1", "r0", unit, 0),
+                  scan("SC-2", "r1", unit, 1, mode="move", location="DOCK-1", to_location="CUST-B")])
+    apply(world, [scan("SC-2", "r2", unit, 9, mode="return", location="RET-1", ref="RMA-7")])
+    assert world.execute("SELECT count(*) FROM dead_letters").fetchone() == (0,)
+    assert movements(world)[-1][2:4] == ("CUST-B", "RET-1")
+    assert world.execute("SELECT location FROM serials WHERE serial = 'PEN-1'").fetchone() == ("RET-1",)
