@@ -199,7 +199,9 @@ def demo(once: Annotated[bool, typer.Option("--once", help="exit after the demo 
     kind including bad messages, then run the normal-day scenario. Ctrl-C stops everything."""
     from cli.demo import run_demo_command
 
-    settings = _settings(create_secrets=True)
+    # Tables, not log lines: the demo's platform logs warnings only (`cargotrace run` logs more).
+    settings = _settings(create_secrets=True).model_copy(update={"log_level": "WARNING"})
+    configure_logging(settings.log_level)
     with _clear_errors():
         bring_up(settings)
         run_demo_command(settings, once=once, scenario=scenario)

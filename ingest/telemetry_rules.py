@@ -203,7 +203,7 @@ def update_shipments(cur: psycopg.Cursor, refs: Iterable[str], now: datetime) ->
         if status != old_status:
             statuses.append((status, ref))
         if delayed != was_delayed.get(ref, False):
-            _delay_alarm(cur, ref, delayed, promised, eta_at, now)
+            _delay_alarm(cur, ref, delayed, promised, eta_at, last.ts if last else None, now)
         if delivered_late(delivered_at, promised) and "delivered_late" not in known:
             assert delivered_at is not None and promised is not None
             upserts.append((ref, delivered_at, "delivered_late",
@@ -237,17 +237,20 @@ def _mark_event(cur: psycopg.Cursor, ref: str, ts: datetime, type_: str, detail:
 
 
 def _delay_alarm(cur: psycopg.Cursor, ref: str, delayed: bool, promised: datetime | None, eta_at: datetime | None,
-                 now: datetime) -> None:
+                 last_fix_at: datetime | None, now: datetime) -> None:
     if delayed and promised is not None:
-        why = f"ETA {eta_at:%Y-%m-%d %H:%M} UTC" if eta_at is not None and eta_at > promised else "the clock"
+        by_eta = eta_at is not None and eta_at > promised and last_fix_at is not None
+        why = f"ETA {eta_at:%Y-%m-%d %H:%M} UTC" if by_eta else "the clock"
+        # In event time: the fix whose ETA passed the promise, or the promise itself passing.
+        at = min(last_fix_at, now) if by_eta and last_fix_at is not None else min(promised, now)
         inserted = cur.execute(
             "INSERT INTO alarms (type, severity, state, shipment, subject, started_at, triggered_at, message) "
             "VALUES ('shipment_delayed', 'warning', 'active', %s, %s, %s, %s, %s) "
             "ON CONFLICT (type, subject) WHERE state = 'active' DO NOTHING RETURNING id",
-            (ref, ref, now, now, f"shipment {ref} will miss its promise of {promised:%Y-%m-%d %H:%M} UTC "
-                                 f"({why} is past it)")).fetchone()
+            (ref, ref, at, now, f"shipment {ref} will miss its promise of {promised:%Y-%m-%d %H:%M} UTC "
+                                f"({why} is past it)")).fetchone()
         if inserted:
-            _mark_event(cur, ref, now, "delayed", f"{why} past the promise")
+            _mark_event(cur, ref, at, "delayed", f"{why} past the promise")
     else:
         cur.execute("UPDATE alarms SET state = 'cleared', cleared_at = %s, updated_at = now() "
                     "WHERE type = 'shipment_delayed' AND subject = %s AND state = 'active'", (now, ref))
