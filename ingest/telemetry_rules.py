@@ -241,8 +241,10 @@ def _delay_alarm(cur: psycopg.Cursor, ref: str, delayed: bool, promised: datetim
     if delayed and promised is not None:
         by_eta = eta_at is not None and eta_at > promised and last_fix_at is not None
         why = f"ETA {eta_at:%Y-%m-%d %H:%M} UTC" if by_eta else "the clock"
-        # In event time: the fix whose ETA passed the promise, or the promise itself passing.
-        at = min(last_fix_at, now) if by_eta and last_fix_at is not None else min(promised, now)
+        # In event time: the earliest provable moment, the promise itself once the clock is past it,
+        # or the fix whose ETA went past it.
+        moments = [m for m in (promised if now > promised else None, last_fix_at if by_eta else None) if m]
+        at = min([*moments, now])
         inserted = cur.execute(
             "INSERT INTO alarms (type, severity, state, shipment, subject, started_at, triggered_at, message) "
             "VALUES ('shipment_delayed', 'warning', 'active', %s, %s, %s, %s, %s) "
