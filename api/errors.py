@@ -32,10 +32,6 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
 
 
-class BadRequestError(ApiError):
-    status, code = 400, "bad_request"
-
-
 class BadCursorError(ApiError):
     status, code = 400, "bad_cursor"
 
@@ -67,10 +63,6 @@ class InvalidReferenceError(ApiError):
     """A code in the body names something that does not exist or is of the wrong type."""
 
     status, code = 422, "invalid_reference"
-
-
-class DatabaseUnavailableError(ApiError):
-    status, code = 503, "db_unavailable"
 
 
 class BrokerUnavailableError(ApiError):

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 
@@ -112,9 +110,3 @@ def migrate(url: str) -> list[str]:
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
     return done
-
-
-@contextmanager
-def transaction(conn: psycopg.Connection) -> Iterator[psycopg.Cursor]:
-    with conn.transaction(), conn.cursor() as cur:
-        yield cur

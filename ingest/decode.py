@@ -6,7 +6,7 @@ It owns what core cannot know: payload size, UTF-8/JSON decoding, and which devi
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -118,7 +118,3 @@ def prepare(messages: Iterable[Inbound], prefix: str, limits: Limits, max_payloa
         out.records.extend(decoded.records)
         out.dead.extend(_dead(p.msg, p.device_id, r) for r in decoded.rejections)
     return out
-
-
-def acks(messages: Sequence[Inbound]) -> list[tuple[int, int]]:
-    return [(m.mid, m.qos) for m in messages if m.qos > 0]

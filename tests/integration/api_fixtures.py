@@ -14,7 +14,7 @@ from api.tokens import create_token
 from runtime.settings import Settings
 from tests.integration.stack_helpers import stack_settings
 
-ClientFor = Callable[[str], TestClient]
+ClientFor = Callable[..., TestClient]
 
 
 @pytest.fixture
@@ -24,10 +24,10 @@ def api_settings(db: psycopg.Connection, broker_settings: Settings, database_url
 
 @pytest.fixture
 def client_for(api_settings: Settings, db: psycopg.Connection) -> Iterator[ClientFor]:
-    """``client_for("viewer")``: a TestClient carrying a fresh token of that role."""
+    """``client_for("viewer")``: a TestClient carrying a fresh token of that role (and label)."""
     with ExitStack() as stack:
-        def make(role: str) -> TestClient:
-            token = create_token(db, role, f"test-{role}")
+        def make(role: str, label: str | None = None) -> TestClient:
+            token = create_token(db, role, label or f"test-{role}")
             client = TestClient(create_app(api_settings), headers={"Authorization": f"Bearer {token}"})
             return stack.enter_context(client)
         yield make

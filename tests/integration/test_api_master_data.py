@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,11 +17,10 @@ from httpx import Response
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from api.app import create_app
-from api.tokens import create_token
 from devices.broker_accounts import BrokerAccounts
 from runtime.settings import Settings
-from tests.integration.stack_helpers import stack_settings, unique
+from tests.integration.api_fixtures import ClientFor
+from tests.integration.stack_helpers import unique
 
 pytestmark = pytest.mark.integration
 
@@ -29,16 +28,14 @@ Json = dict[str, Any]
 
 
 @pytest.fixture
-def settings(db: psycopg.Connection, broker_settings: Settings, database_url: str) -> Settings:
-    return stack_settings(broker_settings, database_url)
+def settings(api_settings: Settings) -> Settings:
+    return api_settings
 
 
 @pytest.fixture
-def api(settings: Settings, db: psycopg.Connection) -> Iterator[TestClient]:
+def api(client_for: ClientFor) -> TestClient:
     """A client authenticated as admin."""
-    token = create_token(db, "admin", "master-data-test")
-    with TestClient(create_app(settings), headers={"Authorization": f"Bearer {token}"}) as client:
-        yield client
+    return client_for("admin", "master-data-test")
 
 
 def error(response: Response, status: int, code: str) -> str:

@@ -7,7 +7,6 @@ order, page and shape them as the contract says.
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -17,10 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 from httpx import Response
 
-from api.app import create_app
-from api.tokens import create_token
-from runtime.settings import Settings
-from tests.integration.stack_helpers import stack_settings
+from tests.integration.api_fixtures import ClientFor
 
 pytestmark = pytest.mark.integration
 
@@ -29,22 +25,13 @@ Json = dict[str, Any]
 
 
 @pytest.fixture
-def app_settings(db: psycopg.Connection, broker_settings: Settings, database_url: str) -> Settings:
-    return stack_settings(broker_settings, database_url)
+def viewer(client_for: ClientFor) -> TestClient:
+    return client_for("viewer", "erp")
 
 
 @pytest.fixture
-def viewer(app_settings: Settings, db: psycopg.Connection) -> Iterator[TestClient]:
-    token = create_token(db, "viewer", "erp")
-    with TestClient(create_app(app_settings), headers={"Authorization": f"Bearer {token}"}) as client:
-        yield client
-
-
-@pytest.fixture
-def operator(app_settings: Settings, db: psycopg.Connection) -> Iterator[TestClient]:
-    token = create_token(db, "operator", "night-shift")
-    with TestClient(create_app(app_settings), headers={"Authorization": f"Bearer {token}"}) as client:
-        yield client
+def operator(client_for: ClientFor) -> TestClient:
+    return client_for("operator", "night-shift")
 
 
 def items(response: Response) -> list[Json]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -54,8 +55,11 @@ def test_up_is_idempotent_and_status_reports_the_stack(env: dict[str, str]) -> N
     assert f"Mosquitto pid {pid} " in second.stderr  # the running broker was reused, not restarted
     status = cli(env, "status")
     assert status.returncode == 0, status.stdout + status.stderr
-    assert "2.19" in status.stdout or "timescaledb" in status.stdout
-    assert "up" in status.stdout
+    rows = {line.split("│")[1].strip(): line.split("│")[2].strip()
+            for line in status.stdout.splitlines() if line.count("│") >= 3}
+    assert re.fullmatch(r"2\.\d+\.\d+", rows["timescaledb"])  # the extension's version, not "not installed"
+    assert rows["database"].startswith("up") and rows["broker"].startswith("up")
+    assert re.fullmatch(r"(\d+) of \1 applied", rows["migrations"])
 
 
 def test_device_add_prints_credentials_that_work(env: dict[str, str]) -> None:
