@@ -226,7 +226,8 @@ def parse_ts(value: Any, now: datetime, limits: Limits, name: str = "ts") -> dat
         ts = _EPOCH + timedelta(milliseconds=value)  # exact; value / 1000 as a float is not
     elif isinstance(value, str):
         try:
-            ts = datetime.fromisoformat(value)
+            # RFC 3339 s.5.6 allows lower-case "t" and "z"; fromisoformat takes only upper case.
+            ts = datetime.fromisoformat(value.replace("t", "T").replace("z", "Z"))
         except ValueError:
             raise _InvalidError(Reason.INVALID_FIELD, f"'{name}' = {value!r} is not RFC 3339") from None
         if ts.tzinfo is None:

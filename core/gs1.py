@@ -24,6 +24,13 @@ Choices:
   only matters for years about 50 years away.
 - The same AI twice with different values is ``conflicting_ai``: which one is meant cannot be
   known, so we do not pick.
+- ``]E0`` carries EAN-13/UPC-A as 13 digits, and UPC-E as its 8 digits (number system, six
+  payload digits, check digit); the 8-digit form is expanded to the UPC-A GTIN before checking,
+  so ``]E001234565`` is GTIN 00012345000065. ``]E4`` is EAN-8.
+- Keyboard-wedge apps send the human readable form ``(01)09506000134352(10)L7``; a code that
+  starts with ``(`` is read as that (spaces between elements allowed).
+- AI (37), the count of trade items, must be at least 1: a zero count is ``invalid_count`` here,
+  not a database error later.
 """
 
 from __future__ import annotations
@@ -39,12 +46,14 @@ from biip.gs1_digital_link_uris import GS1DigitalLinkURI
 from biip.gs1_element_strings import GS1ElementString
 from biip.gs1_messages import GS1Message
 from biip.symbology import GS1Symbology, SymbologyIdentifier
+from biip.upc import Upc
 
 DEFAULT_SEPARATORS: Final = ("\x1d", "|")
 GTIN_LENGTHS: Final = frozenset({8, 12, 13, 14})
 _DATE_AIS: Final = frozenset({"11", "12", "13", "15", "16", "17"})
 _CHECKED_AIS: Final = {"00": 18, "01": 14, "02": 14}
 _EAN13_WITH_ADD_ON_LEN: Final = 13
+_UPC_E_LEN: Final = 8
 
 
 class Reason:
@@ -56,6 +65,7 @@ class Reason:
     INVALID_GTIN: Final = "invalid_gtin"
     INVALID_DATE: Final = "invalid_date"
     CONFLICTING_AI: Final = "conflicting_ai"
+    INVALID_COUNT: Final = "invalid_count"
 
 
 class ScanCodeError(ValueError):
@@ -125,12 +135,14 @@ def interpret(code: str, separators: Sequence[str] = DEFAULT_SEPARATORS) -> Scan
         raise ScanCodeError(Reason.EMPTY_CODE, "the scanned code is empty")
 
     symbology: GS1Symbology | None = None
+    identifier_code = ""
     if value.startswith("]"):
         try:
             identifier = SymbologyIdentifier.extract(value)
         except (ParseError, IndexError, ValueError) as exc:
             raise ScanCodeError(Reason.UNPARSEABLE_CODE, f"bad symbology identifier in {code!r}") from exc
         symbology = identifier.gs1_symbology
+        identifier_code = identifier.value
         value = value[len(identifier) :]
     value = value.strip("".join(seps)).strip()
     if not value:
@@ -140,6 +152,8 @@ def interpret(code: str, separators: Sequence[str] = DEFAULT_SEPARATORS) -> Scan
         if symbology is GS1Symbology.EAN_13_WITH_ADD_ON:
             # The 2- or 5-digit add-on (periodical issue, price) is not part of the GTIN.
             value = value[:_EAN13_WITH_ADD_ON_LEN]
+        if identifier_code == "]E0" and len(value) == _UPC_E_LEN:
+            return _from_upc_e(value, code)
         return _from_gtin(value, code)
     if symbology not in GS1Symbology.with_gs1_messages() and _is_digits(value) and len(value) in GTIN_LENGTHS:
         return _from_gtin(value, code)
@@ -154,12 +168,26 @@ def _from_gtin(value: str, code: str) -> ScanCode:
     )
 
 
+def _from_upc_e(value: str, code: str) -> ScanCode:
+    """UPC-E under ]E0: expand to the UPC-A GTIN (whose check digit is the UPC-E's own)."""
+    if not _is_digits(value):
+        raise ScanCodeError(Reason.UNPARSEABLE_CODE, f"{code!r}: a UPC-E has 8 digits")
+    try:
+        gtin = Upc.parse(value).as_gtin_14()
+    except ParseError as exc:
+        raise ScanCodeError(Reason.BAD_CHECK_DIGIT if "check digit" in str(exc).lower() else Reason.INVALID_GTIN,
+                            f"{code!r} is not a valid UPC-E: {exc}") from exc
+    return ScanCode(gtin=gtin, sscc=None, content_gtin=None, lot=None, expiry=None, serial=None, count=None)
+
+
 def _from_element_strings(value: str, code: str, seps: tuple[str, ...]) -> ScanCode:
     config = ParseConfig(separator_chars=seps, gs1_element_strings_verify_date=False)
     elements: Sequence[GS1ElementString]
     try:
         if value.lower().startswith(("http://", "https://")):
             elements = GS1DigitalLinkURI.parse(value, config=config).element_strings
+        elif value.startswith("("):
+            elements = GS1Message.parse_hri(value, config=config).element_strings
         else:
             elements = GS1Message.parse(value, config=config).element_strings
     except ParseError as exc:
@@ -192,6 +220,8 @@ def _from_element_strings(value: str, code: str, seps: tuple[str, ...]) -> ScanC
             expiry = element.date
 
     count = values.get("37")
+    if count is not None and int(count) < 1:
+        raise ScanCodeError(Reason.INVALID_COUNT, f"AI (37) count of trade items is {count!r}: it must be at least 1")
     return ScanCode(
         gtin=values.get("01"),
         sscc=values.get("00"),

@@ -158,8 +158,13 @@ def plan_scan(scan: Scan, code: ScanCode, facts: ScanFacts) -> Posting | CountRe
     if code.serial is not None and mode != "count" and qty != 1:
         raise ScanRejectedError("serial_quantity", f"a serialised unit (serial {code.serial!r}) has quantity 1, "
                                               f"not {qty}")
-    here = _location(facts, scan.location or facts.device_location, "location")
     step, disposition = BIZ_STEP[mode]
+    if mode in ("deliver", "ship", "pick") and facts.shipment is not None \
+            and scan.location is None and facts.device_location is None:
+        # A driver's handheld rides on the truck and has no fixed location: the shipment named
+        # by ``ref`` already says where the goods are and where they go.
+        return _from_shipment(scan, code, facts, mode, qty, step, disposition)
+    here = _location(facts, scan.location or facts.device_location, "location")
     if code.expiry is not None and code.expiry < scan.ts.date() and mode in ("receive", "count", "return"):
         disposition = "expired"
 
@@ -194,6 +199,22 @@ def plan_scan(scan: Scan, code: ScanCode, facts: ScanFacts) -> Posting | CountRe
     return CountRequest(facts.sku, here.code, code.lot, code.expiry, qty,
                         _one_of_type(facts, here.site, "inventory_loss", "the inventory loss of a count"),
                         scan.ref, scan.ts)
+
+
+def _from_shipment(scan: Scan, code: ScanCode, facts: ScanFacts, mode: str, qty: Decimal, step: str,
+                   disposition: str) -> Posting:
+    """``pick``/``ship`` take the goods from the shipment's origin to its vehicle, ``deliver``
+    from the vehicle to the customer."""
+    shipment = _need_shipment(scan, facts)
+    src, dst = (shipment.vehicle, shipment.customer) if mode == "deliver" else (shipment.origin, shipment.vehicle)
+    if mode == "pick" and scan.to_location is not None:
+        dst = _location(facts, scan.to_location, "to_location").code
+    for code_ in (src, dst):
+        _location(facts, code_, "shipment location")
+    if src == dst:
+        raise ScanRejectedError("same_location", f"a {mode} from {src!r} to itself moves nothing")
+    return Posting(facts.sku, qty, src, dst, code.lot, code.serial, code.expiry,  # type: ignore[arg-type]
+                   step, disposition, scan.ref, scan.ts)
 
 
 def _return_origin(facts: ScanFacts, here: Location) -> str:

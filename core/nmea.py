@@ -1,18 +1,32 @@
-"""NMEA 0183 position sentences ($GPRMC/$GNRMC, $GPGGA/$GNGGA) to a position fix.
+"""NMEA 0183 position sentences (RMC and GGA of any satellite-system talker) to a position fix.
 
 pynmea2 does the parsing and the checksum; this module only decides what a set of sentences
 means as one fix. A sentence without a checksum is refused: the contract says it is verified.
+
+Multi-GNSS receivers send RMC/GGA under the talker of the system(s) used: GP (GPS), GL (GLONASS),
+GA (Galileo), GB or BD (BeiDou), GQ (QZSS), GI (NavIC), GN (combined), and IN for an integrated
+instrument relaying its receiver; all are the same sentences.
+
+A fix is valid only when every sentence of it says so (as gpsd decides): an RMC with status
+``V`` or NMEA 2.3 mode indicator ``N``, or a GGA with quality 0, makes the whole fix invalid,
+whatever the other sentence says.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 import pynmea2
 
 KNOTS_TO_KMH = 1.852
-_RMC = ("GPRMC", "GNRMC")
-_GGA = ("GPGGA", "GNGGA")
+POSITION_TALKERS: Final = frozenset({"GP", "GL", "GA", "GB", "BD", "GQ", "GI", "GN", "IN"})
+POSITION_TYPES: Final = frozenset({"RMC", "GGA"})
+
+
+def is_position_sentence(sentence: str) -> bool:
+    """True for "$ttRMC"/"$ttGGA" of a supported talker (cheap: the bridge filters with it)."""
+    return sentence.startswith("$") and sentence[1:3] in POSITION_TALKERS and sentence[3:6] in POSITION_TYPES
 
 
 class NmeaError(ValueError):
@@ -36,9 +50,9 @@ def _parse_one(sentence: str) -> pynmea2.NMEASentence:
         raise NmeaError(f"NMEA checksum: {exc.args[0]}") from None
     except (pynmea2.ParseError, ValueError, AttributeError) as exc:
         raise NmeaError(f"unparseable NMEA sentence: {exc}") from None
-    name = f"{getattr(msg, 'talker', '')}{getattr(msg, 'sentence_type', '')}"
-    if name not in _RMC + _GGA:
-        raise NmeaError(f"unsupported NMEA sentence type {name!r} (use RMC or GGA)")
+    talker, kind = getattr(msg, "talker", ""), getattr(msg, "sentence_type", "")
+    if talker not in POSITION_TALKERS or kind not in POSITION_TYPES:
+        raise NmeaError(f"unsupported NMEA sentence type {talker}{kind!r} (use RMC or GGA)")
     return msg
 
 
@@ -65,11 +79,12 @@ def parse_fix(sentences: list[str]) -> NmeaFix:
     if not sentences:
         raise NmeaError("no NMEA sentence given")
     lat = lon = speed = heading = alt = None
-    valid = False
+    valid = True
     for msg in (_parse_one(s) for s in sentences):
         m_lat, m_lon = _coordinates(msg)
         if msg.sentence_type == "RMC":
-            valid = valid or msg.status == "A"
+            mode = getattr(msg, "mode_indicator", None) if len(msg.data) > 11 else None
+            valid = valid and msg.status == "A" and mode != "N"
             knots = _optional_float(msg.spd_over_grnd)
             speed = None if knots is None else knots * KNOTS_TO_KMH
             heading = _optional_float(msg.true_course)
@@ -77,8 +92,11 @@ def parse_fix(sentences: list[str]) -> NmeaFix:
             if m_lat is not None:
                 lat, lon = m_lat, m_lon
         else:
-            quality = int(msg.gps_qual or 0)
-            valid = valid or quality > 0
+            try:
+                quality = int(msg.gps_qual or 0)
+            except ValueError:
+                raise NmeaError(f"GGA fix quality {msg.gps_qual!r} is not a number") from None
+            valid = valid and quality > 0
             alt = _optional_float(msg.altitude)
             if lat is None and m_lat is not None:
                 lat, lon = m_lat, m_lon

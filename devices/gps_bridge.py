@@ -1,7 +1,8 @@
 """Serial NMEA 0183 GPS receiver to ``position`` messages.
 
 A receiver sends a burst of sentences every second. The bridge keeps the RMC (position, speed,
-course, date) and GGA (altitude, fix quality) of the same fix time, verifies every checksum with
+course, date) and GGA (altitude, fix quality) of the same fix time, of any GNSS talker (GP, GN,
+GL, GA, GB, BD, ...; see core.nmea), verifies every checksum with
 pynmea2 (a bad one is counted and skipped: a corrupted digit would put the truck elsewhere), and
 at most every ``interval_s`` publishes the newest complete fix as
 ``{"msg_id", "ts", "nmea": [rmc, gga]}``. The raw sentences go to the server, which verifies them
@@ -24,14 +25,12 @@ from typing import Any, Final
 
 import pynmea2
 
-from core.nmea import NmeaError, parse_fix
+from core.nmea import NmeaError, is_position_sentence, parse_fix
 from devices.buffer import OutboxBuffer
 from devices.scanner_bridge import decode_line
 
 log = logging.getLogger(__name__)
 
-_RMC: Final = ("GPRMC", "GNRMC")
-_GGA: Final = ("GPGGA", "GNGGA")
 _MIN_YEAR: Final = 2000  # the server refuses earlier device times as "clock not set"
 # How long an RMC waits for the GGA of the same second before it counts as complete alone.
 DEFAULT_SETTLE_S: Final = 0.5
@@ -71,8 +70,7 @@ class FixCollector:
         sentence = sentence.strip()
         if not sentence.startswith("$"):
             return  # noise between sentences, a partial first line
-        name = sentence[1:6]
-        if name not in _RMC + _GGA:
+        if not is_position_sentence(sentence):
             return  # GSV, GSA, VTG, ...: not used, and not worth parsing
         try:
             msg = pynmea2.parse(sentence, check=True)
@@ -90,7 +88,7 @@ class FixCollector:
             fix_time = None
         key: object = fix_time if fix_time is not None else object()
         group = self._group(key, now_mono, now)
-        if name in _RMC:
+        if sentence[3:6] == "RMC":
             group.rmc = sentence
             group.rmc_ts = _rmc_datetime(msg)
         else:

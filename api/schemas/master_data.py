@@ -98,6 +98,8 @@ class ProfileIn(In):
     rh_max_pct: Percent | None = None
     delay_s: int = Field(300, ge=0, description="seconds continuously out of range before an alarm")
     hysteresis_c: float = Field(0.5, ge=0, description="how far back inside the range before an alarm clears")
+    cumulative_s: int | None = Field(None, gt=0, description="seconds out of range in total (either side, not "
+                                     "necessarily continuous) before a temperature_cumulative alarm; none by default")
 
     @model_validator(mode="after")
     def _ranges(self) -> ProfileIn:
@@ -116,6 +118,7 @@ class ProfileOut(Out):
     rh_max_pct: float | None
     delay_s: int
     hysteresis_c: float
+    cumulative_s: int | None
     created_at: UtcDatetime
     updated_at: UtcDatetime
 

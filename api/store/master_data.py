@@ -13,7 +13,7 @@ SITES = Table("sites", "code", ("name", "tz", "geofence"))
 LOCATIONS = Table("locations", "code", ("site", "type", "name"))
 ITEMS = Table("items", "sku", ("name", "gtin", "profile"))
 PROFILES = Table("profiles", "code", ("temp_min_c", "temp_max_c", "rh_min_pct", "rh_max_pct", "delay_s",
-                                      "hysteresis_c"))
+                                      "hysteresis_c", "cumulative_s"))
 GEOFENCES = Table("geofences", "code", ("type", "lat", "lon", "radius_m", "coordinates"),
                   json_columns=frozenset({"coordinates"}))
 

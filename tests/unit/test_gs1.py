@@ -256,10 +256,45 @@ def test_any_valid_gtin_normalises_and_any_other_check_digit_fails(payload: str,
 @given(
     lot=st.text(alphabet="ABCXYZ0123456789-./", min_size=1, max_size=20),
     serial=st.text(alphabet="ABCXYZ0123456789-", min_size=1, max_size=20),
-    count=st.integers(min_value=0, max_value=99_999_999),
+    count=st.integers(min_value=1, max_value=99_999_999),  # 0 is invalid_count: see test_zero_count_is_rejected
     sep=st.sampled_from([GS, "|"]),
 )
 def test_variable_fields_round_trip(lot: str, serial: str, count: int, sep: str) -> None:
     code = "]C1" + "01" + GTIN + "10" + lot + sep + "21" + serial + sep + "37" + str(count)
     result = interpret(code)
     assert (result.gtin, result.lot, result.serial, result.count) == (GTIN, lot, serial, count)
+
+
+# --- issue 11: UPC-E, HRI from keyboard-wedge apps, AI (37) = 0 -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "gtin"),
+    [
+        ("]E001234565", "00012345000065"),  # UPC-E 0123456 + check 5 -> UPC-A 012345000065
+        ("]E004252614", "00042100005264"),  # valid UPC-E, not a check-digit error
+        ("]E496385074", "00000096385074"),  # EAN-8 stays EAN-8 under ]E4
+    ],
+)
+def test_upc_e_under_e0_is_expanded(code: str, gtin: str) -> None:
+    assert interpret(code).gtin == gtin
+
+
+def test_upc_e_with_a_wrong_check_digit_is_rejected() -> None:
+    with pytest.raises(ScanCodeError) as err:
+        interpret("]E001234566")
+    assert err.value.reason == "bad_check_digit"
+
+
+@pytest.mark.parametrize("code", ["(01)09506000134352(10)L7(17)271231(37)12",
+                                  "(01) 09506000134352 (10) L7 (17) 271231 (37) 12"])
+def test_hri_with_parentheses_from_keyboard_wedge_apps(code: str) -> None:
+    result = interpret(code)
+    assert (result.gtin, result.lot, result.expiry, result.count) == ("09506000134352", "L7", date(2027, 12, 31), 12)
+
+
+@pytest.mark.parametrize("code", ["]C1" + "01" + GTIN + "370", "(01)" + GTIN + "(37)0", "01" + GTIN + "3700"])
+def test_zero_count_is_rejected(code: str) -> None:
+    with pytest.raises(ScanCodeError) as err:
+        interpret(code)
+    assert err.value.reason == "invalid_count" and "at least 1" in err.value.message
