@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     # derived from this site id and the movement id, stable across exports.
     epcis_location_base: str = "urn:cargotrace:location:"
     epcis_site_id: str = "cargotrace"
+    # A delivered shipment's sensor-data event is exported once no reading of its trip has been
+    # received for this long (buffered sensors flush late); see core/epcis_sensors.py.
+    epcis_sensor_grace_s: int = 900
 
     # --- devices --------------------------------------------------------------------------------
     # A device is offline after this many of its own expected intervals without a message (the
