@@ -91,7 +91,8 @@ class Publication:
 
 def window_closed(shipment: DeliveredShipment, readings: Sequence[Reading], now: datetime,
                   grace: timedelta = DEFAULT_GRACE) -> bool:
-    newest = max((r.received_at for r in readings), default=shipment.delivery_recorded_at)
+    trip = (r for r in readings if shipment.loaded_at <= r.ts <= shipment.delivered_at)
+    newest = max((r.received_at for r in trip), default=shipment.delivery_recorded_at)
     return now >= max(newest, shipment.delivery_recorded_at) + grace
 
 

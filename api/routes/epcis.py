@@ -143,7 +143,7 @@ def epcis_events(request: Request, conn: Conn, settings: AppSettings, _: Viewer,
     (``eventType``, ``GE_eventTime``, ``LT_eventTime``, ``EQ_bizStep``, ``EQ_bizLocation``,
     ``MATCH_epc``, ``MATCH_epcClass``; comma-separated or repeated). A ``Link: rel=next`` header
     and ``GS1-Next-Page-Token`` carry ``nextPageToken`` while more follow; the token alone
-    continues the same query."""
+    continues the same query (``limit`` is per request)."""
     base, site = settings.epcis_location_base, settings.epcis_site_id
     if next_page_token is not None:
         position = decode_token(next_page_token, site)

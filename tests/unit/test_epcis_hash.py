@@ -72,7 +72,7 @@ def test_published_event_hash(name: str, index: int, event: dict[str, Any], pref
 
 
 def test_event_id_and_record_time_and_error_declaration_do_not_change_the_hash() -> None:
-    name, _, event, prefixes, expected = next(c for c in CASES if c[0] == "epcisDocWithSingleEvent")
+    _name, _, event, prefixes, expected = next(c for c in CASES if c[0] == "epcisDocWithSingleEvent")
     changed = {**event, "eventID": "urn:uuid:x", "recordTime": "2030-01-01T00:00:00Z",
                "errorDeclaration": {"declarationTime": "2030-01-01T00:00:00Z", "reason": "incorrect_data"}}
     assert event_hash(changed, prefixes) == expected
