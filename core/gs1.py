@@ -24,7 +24,7 @@ Choices:
   only matters for years about 50 years away.
 - The same AI twice with different values is ``conflicting_ai``: which one is meant cannot be
   known, so we do not pick.
-- ``]E0`` carries EAN-13/UPC-A as 13 digits, and UPC-E as its 8 digits (number system, six
+- ``]E0`` carries EAN-13/UPC-A as 13 digits (UPC-A also as its 12), and UPC-E as its 8 digits (number system, six
   payload digits, check digit); the 8-digit form is expanded to the UPC-A GTIN before checking,
   so ``]E001234565`` is GTIN 00012345000065. ``]E4`` is EAN-8.
 - Keyboard-wedge apps send the human readable form ``(01)09506000134352(10)L7``; a code that
@@ -35,13 +35,16 @@ Choices:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Final
+from urllib.parse import parse_qsl, urlsplit
 
 from biip import ParseConfig, ParseError
 from biip.checksums import gs1_standard_check_digit
+from biip.gs1_application_identifiers import GS1ApplicationIdentifier
 from biip.gs1_digital_link_uris import GS1DigitalLinkURI
 from biip.gs1_element_strings import GS1ElementString
 from biip.gs1_messages import GS1Message
@@ -51,9 +54,20 @@ from biip.upc import Upc
 DEFAULT_SEPARATORS: Final = ("\x1d", "|")
 GTIN_LENGTHS: Final = frozenset({8, 12, 13, 14})
 _DATE_AIS: Final = frozenset({"11", "12", "13", "15", "16", "17"})
-_CHECKED_AIS: Final = {"00": 18, "01": 14, "02": 14}
+# AIs whose value starts with a GS1 key ending in a mod-10 check digit: how many digits it has.
+_CHECKED_AIS: Final = {"00": 18, "01": 14, "02": 14, "253": 13, "255": 13, "410": 13, "411": 13, "412": 13,
+                       "413": 13, "414": 13, "415": 13, "416": 13, "417": 13, "8003": 14, "8006": 14, "8017": 18,
+                       "8018": 18}
+# Digital Link key qualifiers of each primary key: they belong in the path, never in the query.
+_DL_QUALIFIERS: Final = {"01": frozenset({"22", "10", "21", "235"}), "8006": frozenset({"22", "10", "21"}),
+                         "414": frozenset({"254", "7040"}), "8010": frozenset({"8011"}),
+                         "8017": frozenset({"8019"}), "8018": frozenset({"8019"})}
+_EMPTY_HRI_VALUE: Final = re.compile(r"\(\d{2,4}\)\s*(?=\(|$)")
 _EAN13_WITH_ADD_ON_LEN: Final = 13
 _UPC_E_LEN: Final = 8
+# ]E0 is 13 digits by the AIM rules; scanners also send UPC-A as its 12 digits and UPC-E as 8.
+_E0_LENGTHS: Final = frozenset({8, 12, 13})
+_DOTCODE_GS1: Final = "]J1"  # GS1 DotCode: biip 5.2 does not know the ]J identifiers
 
 
 class Reason:
@@ -136,6 +150,11 @@ def interpret(code: str, separators: Sequence[str] = DEFAULT_SEPARATORS) -> Scan
 
     symbology: GS1Symbology | None = None
     identifier_code = ""
+    if value.startswith(_DOTCODE_GS1):
+        data = value[len(_DOTCODE_GS1):].strip("".join(seps)).strip()
+        if not data:
+            raise ScanCodeError(Reason.EMPTY_CODE, f"no data after the symbology identifier in {code!r}")
+        return _from_element_strings(data, code, seps)
     if value.startswith("]"):
         try:
             identifier = SymbologyIdentifier.extract(value)
@@ -154,6 +173,9 @@ def interpret(code: str, separators: Sequence[str] = DEFAULT_SEPARATORS) -> Scan
             value = value[:_EAN13_WITH_ADD_ON_LEN]
         if identifier_code == "]E0" and len(value) == _UPC_E_LEN:
             return _from_upc_e(value, code)
+        if identifier_code == "]E0" and len(value) not in _E0_LENGTHS:
+            raise ScanCodeError(Reason.UNPARSEABLE_CODE,
+                                f"{code!r}: ]E0 carries 13 digits (EAN-13, UPC-A), 12 (UPC-A) or 8 (UPC-E)")
         return _from_gtin(value, code)
     if symbology not in GS1Symbology.with_gs1_messages() and _is_digits(value) and len(value) in GTIN_LENGTHS:
         return _from_gtin(value, code)
@@ -166,6 +188,40 @@ def _from_gtin(value: str, code: str) -> ScanCode:
     return ScanCode(
         gtin=normalise_gtin(value), sscc=None, content_gtin=None, lot=None, expiry=None, serial=None, count=None
     )
+
+
+def _check_digital_link(uri: str, code: str) -> None:
+    """What biip 5.2 lets through but a GS1 Digital Link may not carry (DL 1.2 s.4): a GTIN that is
+    not 14 digits, and in the query string an empty value, an unknown AI, a key qualifier, or an
+    AI the path already has."""
+    parts = urlsplit(uri)
+    segments = [s for s in parts.path.split("/") if s]
+    path_ais = {segments[i] for i in range(len(segments) - 1) if _is_digits(segments[i])}
+    # 01/235 (TPX) is a qualifier path of its own: 10/21/22 may then come as attributes.
+    qualifiers = frozenset() if "235" in path_ais else frozenset().union(
+        *(_DL_QUALIFIERS.get(ai, frozenset()) for ai in path_ais))
+    for i in range(len(segments) - 1):
+        if segments[i] == "01" and (len(segments[i + 1]) != 14 or not _is_digits(segments[i + 1])):
+            raise ScanCodeError(Reason.INVALID_GTIN, f"{code!r}: a Digital Link GTIN has 14 digits")
+    seen: dict[str, str] = {}
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if not _is_digits(key):
+            continue  # other query parameters are not AI data (DL 1.2: ignored)
+        problem = ("has no value" if not value else "is a key qualifier: it belongs in the path"
+                   if key in qualifiers else "repeats an AI of the path" if key in path_ais
+                   else "is not a GS1 Application Identifier" if not _known_ai(key) else None)
+        if problem is None and key in seen:
+            problem = "appears twice"
+        seen[key] = value
+        if problem is not None:
+            raise ScanCodeError(Reason.UNPARSEABLE_CODE, f"{code!r}: query AI ({key}) {problem}")
+
+
+def _known_ai(ai: str) -> bool:
+    try:
+        return GS1ApplicationIdentifier.extract(ai).ai == ai
+    except ParseError:
+        return False
 
 
 def _from_upc_e(value: str, code: str) -> ScanCode:
@@ -185,8 +241,11 @@ def _from_element_strings(value: str, code: str, seps: tuple[str, ...]) -> ScanC
     elements: Sequence[GS1ElementString]
     try:
         if value.lower().startswith(("http://", "https://")):
+            _check_digital_link(value, code)
             elements = GS1DigitalLinkURI.parse(value, config=config).element_strings
         elif value.startswith("("):
+            if _EMPTY_HRI_VALUE.search(value):
+                raise ScanCodeError(Reason.UNPARSEABLE_CODE, f"{code!r} has an AI without a value")
             elements = GS1Message.parse_hri(value, config=config).element_strings
         else:
             elements = GS1Message.parse(value, config=config).element_strings
@@ -204,11 +263,12 @@ def _from_element_strings(value: str, code: str, seps: tuple[str, ...]) -> ScanC
             raise ScanCodeError(
                 Reason.CONFLICTING_AI, f"AI ({ai}) appears twice with {previous!r} and {element.value!r} in {code!r}"
             )
-        if ai in _CHECKED_AIS and not _mod10_ok(element.value):
-            expected = gs1_standard_check_digit(element.value[:-1])
+        key = element.value[: _CHECKED_AIS.get(ai, 0)]
+        if ai in _CHECKED_AIS and not _mod10_ok(key):
+            expected = gs1_standard_check_digit(key[:-1]) if _is_digits(key[:-1]) else "?"
             raise ScanCodeError(
                 Reason.BAD_CHECK_DIGIT,
-                f"AI ({ai}) {element.value!r} has check digit {element.value[-1]}, expected {expected}",
+                f"AI ({ai}) {element.value!r} has check digit {key[-1:]!r}, expected {expected}",
             )
         # The mod-10 check passed, so any error biip still reports is about something else.
         other_error = element.gtin_error or element.sscc_error
