@@ -149,6 +149,7 @@ def error_declaration(original: LedgerEntry, reversal: LedgerEntry, location_bas
     error at the time its reversal was recorded."""
     event = object_event(original, location_base)
     correctives = [object_event(c, location_base)["eventID"] for c in corrective]
+    event["recordTime"] = _rfc3339(reversal.recorded_at)  # this version was recorded with the reversal
     event["errorDeclaration"] = {
         "declarationTime": _rfc3339(reversal.recorded_at),
         "reason": "incorrect_data",

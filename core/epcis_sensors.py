@@ -193,6 +193,8 @@ def publication(shipment: DeliveredShipment, readings: Sequence[Reading], excurs
         return Publication(0, current, None)
     if last.event_id == current["eventID"]:
         return None
-    declared = {**last.event, "errorDeclaration": {"declarationTime": _ts(now), "reason": "incorrect_data",
-                                                   "correctiveEventIDs": [current["eventID"]]}}
+    # Re-exported now, so recorded now; the hash ignores recordTime and errorDeclaration: same id.
+    declared = {**last.event, "recordTime": _ts(now),
+                "errorDeclaration": {"declarationTime": _ts(now), "reason": "incorrect_data",
+                                     "correctiveEventIDs": [current["eventID"]]}}
     return Publication(last.seq + 1, current, declared)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import heapq
 import hmac
 import json
 from dataclasses import dataclass
@@ -163,17 +164,18 @@ def epcis_events(request: Request, conn: Conn, settings: AppSettings, _: Viewer,
     if wants_object_events(query):
         entries = store.recorded_since(conn, _movement_filter(query, since_ts, base), position.movement, limit + 1)
     sensors = _sensor_page(conn, query, position.sensor, since_ts, limit + 1)
-    # Merge the two streams by record time; what is taken of each is a prefix of it.
-    merged: list[tuple[datetime, int, LedgerEntry | store.SensorExport]] = [
-        *((e.recorded_at, 0, e) for e in entries),
-        *((datetime.fromisoformat(x.event["recordTime"].replace("Z", "+00:00")), 1, x) for x in sensors)]
-    merged.sort(key=lambda item: (item[0], item[1]))
+    # Merge the two streams by record time, each kept in its own order (heapq.merge only compares
+    # heads), so what a page takes of each stream is a prefix of it and the token stays exact.
+    merged: list[tuple[datetime, LedgerEntry | store.SensorExport]] = list(heapq.merge(
+        ((e.recorded_at, e) for e in entries),
+        ((datetime.fromisoformat(x.event["recordTime"].replace("Z", "+00:00")), x) for x in sensors),
+        key=lambda item: item[0]))
     shown = merged[:limit]
-    shown_entries = [item for _, _, item in shown if isinstance(item, LedgerEntry)]
-    shown_sensors = [item for _, _, item in shown if isinstance(item, store.SensorExport)]
+    shown_entries = [item for _, item in shown if isinstance(item, LedgerEntry)]
+    shown_sensors = [item for _, item in shown if isinstance(item, store.SensorExport)]
     ledger_events = _movement_events(conn, shown_entries, base)
     events: list[dict[str, Any]] = []
-    for _time, _rank, item in shown:
+    for _time, item in shown:
         if isinstance(item, store.SensorExport):
             events.append(item.event)
         elif item.id in ledger_events:

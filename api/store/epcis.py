@@ -166,18 +166,18 @@ def _published(cur: psycopg.Cursor[Any], ref: str) -> list[Published]:
 def publish(conn: psycopg.Connection, shipment: DeliveredShipment, publication: Publication) -> None:
     """Store a publication; a concurrent export that stored the same seq first wins (same content)."""
     window = (shipment.loaded_at, shipment.delivered_at)
+    insert = ("INSERT INTO epcis_sensor_exports (shipment, seq, kind, event_id, event, window_start, window_end) "
+              "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING id")
     with conn.transaction():
-        inserted = conn.execute(
-            "INSERT INTO epcis_sensor_exports (shipment, seq, kind, event_id, event, window_start, window_end) "
-            "VALUES (%s, %s, 'event', %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING id",
-            (shipment.ref, publication.seq, publication.event["eventID"], json.dumps(publication.event),
-             *window)).fetchone()
-        if inserted is not None and publication.declared is not None:
-            conn.execute(
-                "INSERT INTO epcis_sensor_exports (shipment, seq, kind, event_id, event, window_start, window_end) "
-                "VALUES (%s, %s, 'declaration', %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                (shipment.ref, publication.seq - 1, publication.declared["eventID"],
-                 json.dumps(publication.declared), *window))
+        # The declaration first: a consumer reads "that one was wrong", then its correction.
+        if publication.declared is not None:
+            declared = conn.execute(insert, (shipment.ref, publication.seq - 1, "declaration",
+                                             publication.declared["eventID"], json.dumps(publication.declared),
+                                             *window)).fetchone()
+            if declared is None:
+                return  # a concurrent export published this correction already
+        conn.execute(insert, (shipment.ref, publication.seq, "event", publication.event["eventID"],
+                              json.dumps(publication.event), *window))
 
 
 @dataclass(frozen=True, slots=True)
