@@ -73,8 +73,8 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     api_db_pool_max: int = 8
-    # EPCIS export: locations have no GLN here, so they are URNs under this base; event ids are
-    # derived from this site id and the movement id, stable across exports.
+    # EPCIS export: locations have no GLN here, so they are URNs under this base. Event ids are the
+    # CBV 2.0 event hash of the content; the site id keys the signature of nextPageToken.
     epcis_location_base: str = "urn:cargotrace:location:"
     epcis_site_id: str = "cargotrace"
     # A delivered shipment's sensor-data event is exported once no reading of its trip has been
