@@ -217,6 +217,27 @@ def _check_digital_link(uri: str, code: str) -> None:
             raise ScanCodeError(Reason.UNPARSEABLE_CODE, f"{code!r}: query AI ({key}) {problem}")
 
 
+def _check_separators(value: str, elements: Sequence[GS1ElementString], code: str, seps: tuple[str, ...]) -> None:
+    """A variable-length element string ends at a separator or at the end of the message. biip 5.2
+    may end one early where its pattern allows (AI 7007 "211225211" read as 7007 "211225" + AI 21
+    "1"): that would invent an AI the label does not have."""
+    pos = 0
+    for index, element in enumerate(elements):
+        text = element.ai.ai + element.value
+        if not value.startswith(text, pos):
+            return  # not a plain concatenation (biip normalised something): nothing to check
+        pos += len(text)
+        last = index == len(elements) - 1
+        if element.ai.separator_required and not last:
+            if pos >= len(value) or value[pos] not in seps:
+                raise ScanCodeError(Reason.UNPARSEABLE_CODE,
+                                    f"AI ({element.ai.ai}) in {code!r} is variable-length and not ended by a "
+                                    f"separator: its value is longer than GS1 allows or malformed")
+            pos += 1
+        while pos < len(value) and value[pos] in seps:
+            pos += 1
+
+
 def _known_ai(ai: str) -> bool:
     try:
         return GS1ApplicationIdentifier.extract(ai).ai == ai
@@ -249,6 +270,7 @@ def _from_element_strings(value: str, code: str, seps: tuple[str, ...]) -> ScanC
             elements = GS1Message.parse_hri(value, config=config).element_strings
         else:
             elements = GS1Message.parse(value, config=config).element_strings
+            _check_separators(value, elements, code, seps)
     except ParseError as exc:
         raise ScanCodeError(
             Reason.UNPARSEABLE_CODE, f"{code!r} is neither GS1 element strings nor a GTIN: {exc}"

@@ -37,8 +37,6 @@ REASONS: dict[str, str] = {
     "hri_escape": ("escaped parentheses inside HRI values: not supported by biip's HRI parser"),
     "repeats": ("the same AI repeated: the library's parser accepts it (its repeat check is separate); we refuse "
             "different values (conflicting_ai) and do not cap the number of AIs"),
-    "biip_7007": ("AI (7007) harvest date range of the wrong length: biip 5.2 reads 6 digits and takes the rest as the "
-            "next AI, so the library's rejection is not reproduced (known gap)"),
     "options": ("needs a library option we do not offer (permitConvenienceAlphas, permitZeroSuppressedGTINinDLuris, "
             "permitUnknownAIs): we read the standard forms only"),
     "cross_ai": ("cross-AI rules (requisites, mutual exclusions, repeats of the same value): not checked; a label "
@@ -68,9 +66,6 @@ DIFFERENCES: dict[str, list[str]] = {
     ],
     "repeats": [
         "ai.parseAIdata.030", "ai.processAIdata.082",
-    ],
-    "biip_7007": [
-        "ai.processAIdata.043", "ai.processAIdata.044", "ai.processAIdata.045",
     ],
     "options": [
         "ai.validateAIs.012", "dl.parseDLuri.038", "dl.parseDLuri.039", "dl.parseDLuri.040", "dl.parseDLuri.043",
