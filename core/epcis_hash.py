@@ -95,8 +95,8 @@ def _number(value: object) -> str:
     if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
         raise UnsupportedForHashError(f"expected a number, got {value!r}")
     number = Decimal(str(value))
-    text = format(number.normalize(), "f") if number != number.to_integral_value() else str(int(number))
-    return text
+    # No trailing zeros, no exponent: 26.0 -> "26", 0.180 -> "0.18"
+    return format(number.normalize(), "f") if number != number.to_integral_value() else str(int(number))
 
 
 def canonical_time(value: object) -> str:

@@ -2,7 +2,7 @@
 
 The rule (event ids are content hashes, so an exported event must never change):
 
-- One ObjectEvent per delivered shipment, bizStep ``sensor_reporting`` (CBV 2.0: "reporting
+- One ObjectEvent per delivered shipment that had a sensor on board, bizStep ``sensor_reporting`` (CBV 2.0: "reporting
   sensor data"), at the delivery's event time, at the customer, for the shipment's goods, with
   the shipment's ``desadv``. It is separate from the delivery movements, which are exported at
   once: a delivery must not wait for the sensors.
@@ -165,7 +165,6 @@ def sensor_event(shipment: DeliveredShipment, readings: Sequence[Reading], excur
         "eventTime": _ts(end),
         "eventTimeZoneOffset": "+00:00",
         "recordTime": _ts(recorded_at),
-        "epcList": [],
         "action": "OBSERVE",
         "bizStep": "sensor_reporting",
         "readPoint": {"id": customer},
@@ -190,7 +189,8 @@ def publication(shipment: DeliveredShipment, readings: Sequence[Reading], excurs
     current = sensor_event(shipment, readings, excursions, location_base, now)
     last = max(published, key=lambda p: p.seq, default=None)
     if last is None:
-        return Publication(0, current, None)
+        # No sensor rode on the trip: nothing to report (a correction may still come, see above).
+        return Publication(0, current, None) if "sensorElementList" in current else None
     if last.event_id == current["eventID"]:
         return None
     # Re-exported now, so recorded now; the hash ignores recordTime and errorDeclaration: same id.

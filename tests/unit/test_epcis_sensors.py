@@ -109,3 +109,11 @@ def test_a_moved_delivery_time_also_gives_a_corrective_event() -> None:
     second = publication(moved, READINGS, [], [Published(0, first.event["eventID"], first.event)], BASE,
                          RECORDED + 2 * GRACE, GRACE)
     assert second is not None and second.seq == 1 and second.event["eventTime"] == "2026-03-01T11:50:00.000Z"
+
+
+def test_a_trip_without_sensor_data_publishes_nothing_and_one_without_lines_is_valid() -> None:
+    assert publication(SHIPMENT, [], [], [], BASE, RECORDED + GRACE, GRACE) is None
+    bare = DeliveredShipment("SH-2", "CUST-1", (), LOADED, DELIVERED, RECORDED)
+    first = publication(bare, READINGS, [], [], BASE, RECORDED + GRACE, GRACE)
+    assert first is not None and "quantityList" not in first.event and "epcList" not in first.event
+    assert schema_errors(document([first.event], RECORDED)) == []
