@@ -215,7 +215,7 @@ def serial_location_before(cur: psycopg.Cursor, wanted: Iterable[tuple[str, str,
     rows = cur.execute(
         "SELECT w.sku, w.serial, w.at, (SELECT m.to_location FROM movements m "
         f"WHERE (m.sku, m.serial) = (w.sku, w.serial) AND m.ts < w.at AND {_NET} "
-        "ORDER BY m.ts DESC, m.device_id DESC, m.msg_id DESC, m.line DESC LIMIT 1) "
+        "ORDER BY m.ts DESC, coalesce(m.device_id, '') DESC, coalesce(m.msg_id, '') DESC, m.line DESC LIMIT 1) "
         "FROM unnest(%s::text[], %s::text[], %s::timestamptz[]) w(sku, serial, at)",
         ([a[0] for a in asked], [a[1] for a in asked], [a[2] for a in asked])).fetchall()
     return {(r[0], r[1], r[2]): r[3] for r in rows if r[3] is not None}
