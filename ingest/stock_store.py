@@ -13,8 +13,9 @@ costs no more than one that was: the cost is the size of the window, never of th
 Discrepancy alarms are diffed per key: a derived episode that overlaps a stored alarm IS that
 alarm (id, acknowledgement and notes kept; start, end and peak updated in event time); a derived
 episode with no stored alarm is inserted; a stored alarm that no longer happened is deleted,
-unless someone acknowledged it: then it is kept, cleared, with its notes, as the record of what
-was seen.
+unless someone acknowledged it or a ticket names it: then it is kept, cleared, with its notes, as
+the record of what was seen. (Deleting the rest is what makes the alarms the same in every arrival
+order: an alarm only an early arrival order opened must not survive.)
 """
 
 from __future__ import annotations
@@ -323,8 +324,11 @@ def write_discrepancies(cur: psycopg.Cursor, stored: Sequence[AlarmRow], derived
             if (match.started_at, match.cleared_at, match.peak, match.state) != (
                     episode.start, episode.end, float(episode.peak), "active" if episode.end is None else "cleared"):
                 updates.append((match, episode))
-    kept = [a.id for a in unmatched if a.acknowledged]
-    dropped = [a.id for a in unmatched if not a.acknowledged]
+    # A ticket may name an alarm (its FK must hold): such an alarm is kept too, like an acknowledged one.
+    ticketed = {r[0] for r in cur.execute("SELECT alarm_id FROM tickets WHERE alarm_id = ANY(%s)",
+                                          ([a.id for a in unmatched],))} if unmatched else set()
+    kept = [a.id for a in unmatched if a.acknowledged or a.id in ticketed]
+    dropped = [a.id for a in unmatched if not (a.acknowledged or a.id in ticketed)]
     if dropped:
         cur.execute("DELETE FROM alarms WHERE id = ANY(%s)", (dropped,))
     if kept:
