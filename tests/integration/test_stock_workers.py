@@ -4,6 +4,8 @@ the stored stock equals ``core.stock_rules.derive_stock`` of the sorted history.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -27,10 +29,20 @@ pytestmark = pytest.mark.integration
 TAGS = (100, 101, 102)
 
 
-def _credentials(settings: Settings, device_ids: list[str]) -> dict[str, Credentials]:
+@contextmanager
+def _credentials(settings: Settings, device_ids: list[str]) -> Iterator[dict[str, Credentials]]:
+    """Broker accounts for the world's devices, removed afterwards: the broker lives for the whole
+    session and other tests create accounts of the same names."""
     with BrokerAccounts(settings) as accounts:
-        return {d: Credentials(d, d, accounts.rotate_device(d) if accounts.device_exists(d) else accounts.add_device(d),
-                               settings.mqtt_host, settings.mqtt_port, settings.topic_prefix) for d in device_ids}
+        created = [d for d in device_ids if not accounts.device_exists(d)]
+        creds = {d: Credentials(d, d, accounts.add_device(d) if d in created else accounts.rotate_device(d),
+                                settings.mqtt_host, settings.mqtt_port, settings.topic_prefix) for d in device_ids}
+    try:
+        yield creds
+    finally:
+        with BrokerAccounts(settings) as accounts:
+            for d in created:
+                accounts.remove_device(d)
 
 
 def _scan(msg_id: str, code: str, minutes: float, **fields: object) -> dict[str, object]:
@@ -71,7 +83,6 @@ def test_two_workers_shuffled_gate_and_scan_messages_equal_the_derived_history(
         broker_settings: Settings, database_url: str, db: psycopg.Connection) -> None:
     build_world(db)
     settings = stack_settings(broker_settings, database_url, rfid_sweep_interval_s=0.2)
-    creds = _credentials(settings, ["GATE-1", "SC-1", "SC-2"])
     rng = random.Random(2026)
     # Passages 20 s apart: the gate's clock closes the early ones while (shuffled) reads of them
     # may still be on their way through the other worker.
@@ -95,17 +106,18 @@ def test_two_workers_shuffled_gate_and_scan_messages_equal_the_derived_history(
     outgoing += [("SC-2", "scan", _scan(f"mv{k}", gs1(GTIN_C, serial=str(k)), 5, mode="move", location="DOOR-IN",
                                         to_location="BIN-A2")) for k in TAGS]
     rng.shuffle(outgoing)
-    devices = {d: Device(c, settings) for d, c in creds.items()}
-    try:
-        with running_worker(settings, 0), running_worker(settings, 1):
+    with _credentials(settings, ["GATE-1", "SC-1", "SC-2"]) as creds, running_worker(settings, 0), \
+            running_worker(settings, 1):
+        devices = {d: Device(c, settings) for d, c in creds.items()}
+        try:
             for device_id, kind, body in outgoing:
                 devices[device_id].publish(kind, orjson.dumps(body))
             wait_until(lambda: count(db, "SELECT count(*) FROM message_ids") == len(outgoing), timeout=60,
                        what="every message applied")
             wait_until(swept, timeout=90, what="every read of every passage swept")
-    finally:
-        for d in devices.values():
-            d.close()
+        finally:
+            for d in devices.values():
+                d.close()
 
     assert count(db, "SELECT count(*) FROM dead_letters") == 0
     assert db.execute("SELECT epc, count(*) FROM rfid_passages GROUP BY epc ORDER BY epc").fetchall() == [
