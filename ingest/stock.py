@@ -12,7 +12,7 @@ that includes every committed movement before it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -282,6 +282,3 @@ def _window_keys(cur: psycopg.Cursor, keys: set[BalanceKey], earliest: datetime)
         locked |= wider
         keys = wider
 
-
-def stock_keys(postings: Iterable[Posting]) -> set[BalanceKey]:
-    return {k for p in postings for k in (key_from(p), key_to(p))}

@@ -39,3 +39,6 @@ CREATE TABLE rfid_gate_pending (
     since       timestamptz,
     touched_at  timestamptz NOT NULL DEFAULT clock_timestamp()
 );
+-- Gates that were active before this migration: swept once from their newest read, as before.
+INSERT INTO rfid_gate_pending (gate, since)
+SELECT d.device_id, s.last_ts FROM devices d JOIN device_state s USING (device_id) WHERE d.kind = 'rfid_gate';
