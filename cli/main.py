@@ -352,15 +352,19 @@ def bench_scans(
     background_rate: Annotated[int, typer.Option(help="env msg/s while measuring latency")] = 2000,
     live_scans: Annotated[int, typer.Option(help="scans timed through the API")] = 300,
     out: Annotated[Path, typer.Option(help="where the plot and JSON go")] = Path("bench-results"),
+    prefill: Annotated[int, typer.Option(help="movements of history written before a second, "
+                                              "compared drain (0: none)")] = 0,
 ) -> None:
-    """Movements/s draining a scan backlog, then scan-to-API latency under load; last line is JSON."""
+    """Movements/s draining a scan backlog (on an empty and, with --prefill, a filled ledger), then
+    scan-to-API latency under load; last line is JSON."""
     from cli.bench_scans import run_scan_bench
     from simulators.loadgen import LoadError
 
     settings = _settings()
     with _clear_errors():
         try:
-            run_scan_bench(settings, messages, workers or settings.ingest_workers, background_rate, live_scans, out)
+            run_scan_bench(settings, messages, workers or settings.ingest_workers, background_rate, live_scans, out,
+                           prefill)
         except LoadError as exc:
             raise ValueError(f"benchmark failed: {exc}") from None
 

@@ -73,7 +73,7 @@ class ScanFacts:
     locations: Mapping[str, Location]                 # every location code the plan may name
     by_type_in_site: Mapping[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)  # (site, type)
     shipment: ShipmentInfo | None = None              # the shipment named by scan.ref, if any
-    serial_location: str | None = None                # where the scanned serial currently is
+    serial_location: str | None = None                # where the serial was just before the scan (event time)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +90,17 @@ class Posting:
     biz_step: str
     disposition: str
     ref: str | None
+    ts: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PendingReturn:
+    """A serialised return whose serial was not at a customer just before the return (in event
+    time): where it comes from is not known yet. It waits for the serial's delivery instead of
+    being booked from a guessed customer, so that every arrival order books it alike."""
+
+    sku: str
+    serial: str
     ts: datetime
 
 
@@ -142,7 +153,7 @@ def _need_shipment(scan: Scan, facts: ScanFacts) -> ShipmentInfo:
     return facts.shipment
 
 
-def plan_scan(scan: Scan, code: ScanCode, facts: ScanFacts) -> Posting | CountRequest:
+def plan_scan(scan: Scan, code: ScanCode, facts: ScanFacts) -> Posting | CountRequest | PendingReturn:
     """Decide the movement (or the count) a scan stands for, or raise ``ScanRejectedError``."""
     if facts.device_kind != "scanner":
         raise ScanRejectedError("mode_not_allowed", f"a {facts.device_kind} may not post scans")
@@ -192,6 +203,8 @@ def plan_scan(scan: Scan, code: ScanCode, facts: ScanFacts) -> Posting | CountRe
         shipment = _need_shipment(scan, facts)
         return posting(shipment.vehicle, shipment.customer)
     if mode == "return":
+        if code.serial is not None and not _at_customer(facts):
+            return PendingReturn(facts.sku, code.serial, scan.ts)
         origin = _return_origin(facts, here)
         returns = here.code if here.type == "returns" else _one_of_type(facts, here.site, "returns", "returns")
         return posting(origin, returns)
@@ -215,6 +228,11 @@ def _from_shipment(scan: Scan, code: ScanCode, facts: ScanFacts, mode: str, qty:
         raise ScanRejectedError("same_location", f"a {mode} from {src!r} to itself moves nothing")
     return Posting(facts.sku, qty, src, dst, code.lot, code.serial, code.expiry,  # type: ignore[arg-type]
                    step, disposition, scan.ref, scan.ts)
+
+
+def _at_customer(facts: ScanFacts) -> bool:
+    known = facts.locations.get(facts.serial_location) if facts.serial_location is not None else None
+    return known is not None and known.type == "customer"
 
 
 def _return_origin(facts: ScanFacts, here: Location) -> str:

@@ -13,6 +13,7 @@ import psycopg
 from core.contract import Limits, Scan
 from core.ledger import Posting
 from ingest.decode import Inbound, prepare
+from ingest.rfid_sweep import note_gate_reads
 from ingest.stock import ScanPlan, apply_plans, resolve_scans
 from ingest.store import BatchResult, known_devices, write_batch
 from ingest.telemetry_rules import apply_telemetry, shipment_refs_of
@@ -49,6 +50,7 @@ def process_batch(cur: psycopg.Cursor, messages: Sequence[Inbound], config: Pipe
                 once.setdefault(key, plan)
         apply_plans(cur, list(once.values()))
         refs = shipment_refs_of((p.plan.ref, p.plan.biz_step) for p in once.values() if isinstance(p.plan, Posting))
+    note_gate_reads(cur, result.applied)
     if result.applied:
         apply_telemetry(cur, result.applied, refs, datetime.now(UTC))
     return result

@@ -55,6 +55,8 @@ def rebuild(conn: psycopg.Connection, *, write: bool = True) -> RebuildReport:
                 "SELECT DISTINCT ON (m.sku, m.serial) m.sku, m.serial, m.to_location, m.lot, m.ts, m.id "
                 "FROM movements m WHERE m.serial IS NOT NULL AND m.reverses IS NULL "
                 "AND NOT EXISTS (SELECT 1 FROM movements r WHERE r.reverses = m.id) "
-                "ORDER BY m.sku, m.serial, m.ts DESC, m.id DESC")
+                # Newest in event time, ties by identity as core.stock_rules decides (never by arrival).
+                "ORDER BY m.sku, m.serial, m.ts DESC, coalesce(m.device_id, '') DESC, coalesce(m.msg_id, '') DESC, "
+                "m.line DESC")
         count = conn.execute("SELECT count(*) FROM balances WHERE qty <> 0").fetchone()
     return RebuildReport(int(count[0]) if count else 0, differences, write)

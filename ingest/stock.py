@@ -1,16 +1,18 @@
-"""Stock rules inside the ingest transaction: scans become movements, counts are decided against
-the book in event time, balances follow the ledger, negative physical stock raises an alarm.
+"""Stock inside the ingest transaction: scans are resolved against master data and planned
+(``core.ledger.plan_scan``), then every stock decision -- counts, balances, expiry, serial
+locations, discrepancy episodes -- is made by ``core.stock_rules.derive_stock`` over the window of
+event-time history the new postings can affect, loaded and written back through
+``ingest.stock_store`` (the one seam: it locks, loads, and applies only the difference).
 
 Concurrency: every (sku, location, lot) a batch touches is locked with a transaction-scoped
 advisory lock, taken in one global order, before anything is read or written. Two workers that
-touch the same stock therefore serialise (and cannot deadlock); a count reads a book that
-includes every committed movement before it.
+touch the same stock therefore serialise (and cannot deadlock); a count is decided against a book
+that includes every committed movement before it.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -21,20 +23,31 @@ import psycopg
 from core.contract import Scan
 from core.gs1 import ScanCode, ScanCodeError, interpret
 from core.ledger import (
-    PHYSICAL_TYPES,
     BalanceKey,
     CountRequest,
     Location,
+    PendingReturn,
     Posting,
     ScanFacts,
     ScanRejectedError,
     ShipmentInfo,
-    balance_deltas,
-    count_adjustment,
     plan_scan,
     reversal_of,
 )
+from core.stock_rules import (
+    Identity,
+    PlannedCount,
+    PlannedPosting,
+    StockHistory,
+    derive_stock,
+    key_from,
+    key_to,
+)
+from ingest import stock_store as store
 from ingest.decode import DeadLetter
+from ingest.stock_store import NewMovement, Origin, lock_keys
+
+__all__ = ["Origin", "ScanPlan", "apply_plans", "lock_keys", "resolve_scans", "scan_payload"]
 
 _SITE_ROLE_TYPES = ("supplier", "staging", "returns", "customer", "inventory_loss")
 
@@ -42,17 +55,7 @@ _SITE_ROLE_TYPES = ("supplier", "staging", "returns", "customer", "inventory_los
 @dataclass(frozen=True, slots=True)
 class ScanPlan:
     scan: Scan
-    plan: Posting | CountRequest
-
-
-@dataclass(frozen=True, slots=True)
-class Origin:
-    """Where a movement comes from, for its identity (device_id, msg_id, line) and ordering."""
-
-    device_id: str | None
-    msg_id: str | None
-    line: int
-    source: str  # scan, count, rfid, correction
+    plan: Posting | CountRequest | PendingReturn
 
 
 # --- resolving scans against master data ----------------------------------------------------------
@@ -108,7 +111,7 @@ def resolve_scans(cur: psycopg.Cursor, scans: Sequence[Scan], prefix: str
     wanted |= {dev[1] for dev in devices.values() if dev[1]}
     wanted |= {c for sh in shipments.values() for c in (sh.vehicle, sh.customer, sh.origin)}
     # A return comes from where its serial was delivered, which may be another site's customer.
-    serials = _serial_locations(cur, scans, codes, items)
+    serials = _serial_locations(cur, scans, codes, items, {d: v[2] for d, v in devices.items()})
     wanted |= set(serials.values())
     locations = _locations(cur, wanted)
     sites = sorted({loc.site for loc in locations.values()})
@@ -129,7 +132,7 @@ def resolve_scans(cur: psycopg.Cursor, scans: Sequence[Scan], prefix: str
         facts = ScanFacts(kind, dev_location, dev_mode, sku, locations,
                           {k: tuple(v) for k, v in by_type.items()},
                           shipments.get(scan.ref) if scan.ref else None,
-                          serials.get((sku, code.serial)) if sku and code.serial else None)
+                          serials.get((sku, code.serial, scan.ts)) if sku and code.serial else None)
         try:
             plans.append(ScanPlan(scan, plan_scan(scan, code, facts)))
         except ScanRejectedError as exc:
@@ -139,158 +142,50 @@ def resolve_scans(cur: psycopg.Cursor, scans: Sequence[Scan], prefix: str
 
 
 def _serial_locations(cur: psycopg.Cursor, scans: Sequence[Scan], codes: dict[int, ScanCode],
-                      items: dict[str, str]) -> dict[tuple[str, str], str]:
-    wanted = [(items[g], c.serial) for i, c in codes.items()
-              if scans[i].mode == "return" and c.serial and (g := c.gtin or c.content_gtin) in items]
-    if not wanted:
-        return {}
-    rows = cur.execute("SELECT s.sku, s.serial, s.location FROM serials s "
-                       "JOIN unnest(%s::text[], %s::text[]) w(sku, serial) USING (sku, serial)",
-                       ([w[0] for w in wanted], [w[1] for w in wanted]))
-    return {(r[0], r[1]): r[2] for r in rows}
+                      items: dict[str, str], device_modes: dict[str, str | None]
+                      ) -> dict[tuple[str, str, datetime], str]:
+    """Where the serial of each return was just before the return, in event time. The mode is the
+    message's or else its device's default: a return is a return however it was configured."""
+    wanted = [(items[g], c.serial, scans[i].ts) for i, c in codes.items()
+              if (scans[i].mode or device_modes.get(scans[i].device_id)) == "return" and c.serial
+              and (g := c.gtin or c.content_gtin) in items]
+    return store.serial_location_before(cur, wanted)
 
 
 # --- applying ----------------------------------------------------------------------------------
 
 
-def lock_keys(cur: psycopg.Cursor, keys: Iterable[BalanceKey]) -> None:
-    ids = sorted({int.from_bytes(hashlib.blake2b("\x1f".join(k).encode(), digest_size=8).digest(), "big",
-                                 signed=True) for k in keys})
-    if ids:
-        cur.execute("SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k ORDER BY k", (ids,))
+def apply_plans(cur: psycopg.Cursor, plans: Sequence[ScanPlan], extra: Sequence[tuple[Posting, Origin]] = (),
+                retract: Sequence[int] = ()) -> list[int]:
+    """Record the movements and counts of newly applied messages (and retract the movements in
+    ``retract``: reversed, never edited). Returns the new movements' ids, in order (scans first,
+    then ``extra``). Returns whose serial was not delivered yet are parked; each batch that moves
+    a serial books the parked returns of that serial it makes decidable."""
+    moves = [NewMovement(sp.plan, Origin(sp.scan.device_id, sp.scan.msg_id, 0, "scan"))
+             for sp in plans if isinstance(sp.plan, Posting)]
+    moves += [NewMovement(p, o) for p, o in extra]
+    counts = [PlannedCount(sp.plan, Identity(sp.scan.device_id, sp.scan.msg_id))
+              for sp in plans if isinstance(sp.plan, CountRequest)]
+    store.park_returns(cur, [(sp.plan.sku, sp.plan.serial, sp.scan) for sp in plans
+                             if isinstance(sp.plan, PendingReturn)])
+    ids = apply_stock(cur, moves, counts, retract)
+    _book_parked_returns(cur, {(m.posting.sku, m.posting.serial) for m in moves if m.posting.serial})
+    return ids
 
 
-def insert_movements(cur: psycopg.Cursor, rows: Sequence[tuple[Posting, Origin, int | None]]) -> list[int]:
-    """Append movements; returns their ids in order. (posting, origin, reverses)."""
-    if not rows:
-        return []
-    cols = list(zip(*[(p.ts, p.sku, p.qty, p.from_location, p.to_location, p.lot, p.serial, p.expiry, p.biz_step,
-                       p.disposition, p.ref, o.device_id, o.msg_id, o.line, o.source, rev)
-                      for p, o, rev in rows], strict=True))
-    result = cur.execute(
-        "INSERT INTO movements (ts, sku, qty, from_location, to_location, lot, serial, expiry, biz_step, "
-        "disposition, ref, device_id, msg_id, line, source, reverses) "
-        "SELECT ts, sku, qty, f, t, lot, serial, expiry, step, disp, ref, dev, msg, line, src, rev "
-        "FROM unnest(%s::timestamptz[], %s::text[], %s::numeric[], %s::text[], %s::text[], %s::text[], "
-        "%s::text[], %s::date[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::int[], "
-        "%s::text[], %s::bigint[]) WITH ORDINALITY AS u(ts, sku, qty, f, t, lot, serial, expiry, step, disp, ref, "
-        "dev, msg, line, src, rev, n) ORDER BY n RETURNING id",
-        [list(c) for c in cols],
-    ).fetchall()
-    return [r[0] for r in result]
-
-
-def apply_balances(cur: psycopg.Cursor, postings: Iterable[Posting]) -> set[BalanceKey]:
-    deltas = {k: v for k, v in balance_deltas(postings).items() if v != 0}
-    if not deltas:
-        return set()
-    keys = sorted(deltas)
-    cur.execute(
-        "INSERT INTO balances (sku, location, lot, qty) "
-        "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::numeric[]) "
-        "ON CONFLICT (sku, location, lot) DO UPDATE SET qty = balances.qty + excluded.qty",
-        ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], [deltas[k] for k in keys]),
-    )
-    return set(keys)
-
-
-def _note_expiry(cur: psycopg.Cursor, postings: Sequence[Posting]) -> None:
-    dated = sorted({(p.sku, p.to_location, p.lot or "", p.expiry) for p in postings if p.expiry is not None})
-    if dated:
-        cur.execute("UPDATE balances b SET expiry = greatest(b.expiry, u.expiry) "
-                    "FROM unnest(%s::text[], %s::text[], %s::text[], %s::date[]) u(sku, location, lot, expiry) "
-                    "WHERE (b.sku, b.location, b.lot) = "
-                    "(u.sku, u.location, u.lot)",
-                    ([d[0] for d in dated], [d[1] for d in dated], [d[2] for d in dated], [d[3] for d in dated]))
-
-
-def _track_serials(cur: psycopg.Cursor, serials: Iterable[tuple[str, str]]) -> None:
-    """Each serial's location is the destination of its newest movement in event time (net of
-    reversals) — recomputed, so a late movement cannot overwrite a newer one."""
-    wanted = sorted(set(serials))
-    if not wanted:
+def _book_parked_returns(cur: psycopg.Cursor, serials: set[tuple[str, str]]) -> None:
+    parked = store.parked_returns(cur, serials)
+    if not parked:
         return
-    skus, nums = [w[0] for w in wanted], [w[1] for w in wanted]
-    cur.execute("DELETE FROM serials s USING unnest(%s::text[], %s::text[]) w(sku, serial) "
-                "WHERE (s.sku, s.serial) = (w.sku, w.serial)", (skus, nums))
-    cur.execute(
-        "INSERT INTO serials (sku, serial, location, lot, ts, movement) "
-        "SELECT DISTINCT ON (m.sku, m.serial) m.sku, m.serial, m.to_location, m.lot, m.ts, m.id "
-        "FROM movements m JOIN unnest(%s::text[], %s::text[]) w(sku, serial) ON (m.sku, m.serial) = (w.sku, w.serial) "
-        "WHERE m.reverses IS NULL AND NOT EXISTS (SELECT 1 FROM movements r WHERE r.reverses = m.id) "
-        "ORDER BY m.sku, m.serial, m.ts DESC, m.id DESC", (skus, nums))
+    plans, _, _ = resolve_scans(cur, parked, "")  # a return that still cannot be booked stays parked
+    ready = [sp for sp in plans if isinstance(sp.plan, Posting)]
+    store.unpark(cur, [sp.scan for sp in ready])
+    if ready:
+        apply_plans(cur, ready)
 
 
-@dataclass(frozen=True, slots=True)
-class _Count:
-    id: int
-    request: CountRequest
-    device_id: str
-    msg_id: str
-    revision: int
-    adjustment: int | None
-
-
-def _book(cur: psycopg.Cursor, c: _Count) -> Decimal:
-    """The balance of the count's (sku, location, lot) just before the count, in event time, over
-    the net ledger (movements neither reversed nor reversals). Ties at the same instant: movements
-    before counts, then by device and message id, so every arrival order decides alike."""
-    r = c.request
-    row = cur.execute(
-        "SELECT coalesce(sum(CASE WHEN m.to_location = %(loc)s THEN m.qty ELSE -m.qty END), 0) FROM movements m "
-        "WHERE m.sku = %(sku)s AND coalesce(m.lot, '') = %(lot)s "
-        "AND (m.to_location = %(loc)s OR m.from_location = %(loc)s) "
-        "AND m.reverses IS NULL AND NOT EXISTS (SELECT 1 FROM movements x WHERE x.reverses = m.id) "
-        "AND (m.ts, CASE WHEN m.source = 'count' THEN 1 ELSE 0 END, coalesce(m.device_id, ''), "
-        "     coalesce(m.msg_id, '')) < (%(ts)s, 1, %(dev)s, %(msg)s)",
-        {"loc": r.location, "sku": r.sku, "lot": r.lot or "", "ts": r.ts, "dev": c.device_id, "msg": c.msg_id},
-    ).fetchone()
-    return Decimal(row[0]) if row else Decimal(0)
-
-
-def _counts_from(cur: psycopg.Cursor, earliest: dict[BalanceKey, datetime]) -> list[_Count]:
-    if not earliest:
-        return []
-    keys = sorted(earliest)
-    rows = cur.execute(
-        "SELECT c.id, c.sku, c.location, c.lot, c.ts, c.counted, c.expiry, c.loss_location, c.ref, c.device_id, "
-        "c.msg_id, c.revision, c.adjustment FROM stock_counts c "
-        "JOIN unnest(%s::text[], %s::text[], %s::text[], %s::timestamptz[]) k(sku, location, lot, since) "
-        "ON (c.sku, c.location, c.lot) = (k.sku, k.location, k.lot) AND c.ts >= k.since "
-        "ORDER BY c.ts, c.device_id, c.msg_id",
-        ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], [earliest[k] for k in keys]),
-    ).fetchall()
-    return [_Count(r[0], CountRequest(r[1], r[2], r[3] or None, r[6], Decimal(r[5]), r[7], r[8], r[4]),
-                   r[9], r[10], r[11], r[12]) for r in rows]
-
-
-def _posting_of(cur: psycopg.Cursor, movement_id: int) -> Posting:
-    r = cur.execute("SELECT sku, qty, from_location, to_location, lot, serial, expiry, biz_step, disposition, ref, ts "
-                    "FROM movements WHERE id = %s", (movement_id,)).fetchone()
-    assert r is not None
-    return Posting(r[0], Decimal(r[1]), r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10])
-
-
-def _redecide_counts(cur: psycopg.Cursor, earliest: dict[BalanceKey, datetime]) -> list[Posting]:
-    """Re-decide every count at or after the earliest new posting of its key; only a count whose
-    adjustment changes gets a reversal and a new adjustment. (A count resets the book, so the
-    change of one adjustment never changes a later count's.)"""
-    posted: list[Posting] = []
-    for count in _counts_from(cur, earliest):
-        wanted = count_adjustment(count.request, _book(cur, count))
-        current = _posting_of(cur, count.adjustment) if count.adjustment is not None else None
-        if _same(current, wanted):
-            continue
-        new_rows: list[tuple[Posting, Origin, int | None]] = []
-        if current is not None and count.adjustment is not None:
-            new_rows.append((reversal_of(current), Origin(None, None, 0, "correction"), count.adjustment))
-        if wanted is not None:
-            new_rows.append((wanted, Origin(count.device_id, count.msg_id, count.revision + 1, "count"), None))
-        ids = insert_movements(cur, new_rows)
-        cur.execute("UPDATE stock_counts SET revision = revision + 1, adjustment = %s WHERE id = %s",
-                    (ids[-1] if wanted is not None else None, count.id))
-        posted.extend(p for p, _, _ in new_rows)
-    return posted
+def _identity(origin: Origin) -> Identity:
+    return Identity(origin.device_id or "", origin.msg_id or "", origin.line)
 
 
 def _same(current: Posting | None, wanted: Posting | None) -> bool:
@@ -300,77 +195,90 @@ def _same(current: Posting | None, wanted: Posting | None) -> bool:
                                                                           wanted.to_location)
 
 
-def _keys_of(p: Posting) -> tuple[BalanceKey, BalanceKey]:
-    return (p.sku, p.from_location, p.lot or ""), (p.sku, p.to_location, p.lot or "")
-
-
-def apply_plans(cur: psycopg.Cursor, plans: Sequence[ScanPlan], extra: Sequence[tuple[Posting, Origin]] = ()
-                ) -> list[int]:
-    """Record the movements and counts of newly applied messages. Returns the new movement ids."""
-    postings = [(sp.plan, sp.scan) for sp in plans if isinstance(sp.plan, Posting)]
-    counts = [(sp.plan, sp.scan) for sp in plans if isinstance(sp.plan, CountRequest)]
-    keys: set[BalanceKey] = set()
+def apply_stock(cur: psycopg.Cursor, moves: Sequence[NewMovement], counts: Sequence[PlannedCount],
+                retract: Sequence[int] = ()) -> list[int]:
+    """Lock, load the window the new postings can affect, derive it in core, write the difference."""
+    retracted = store.movements_by_id(cur, retract)
     earliest: dict[BalanceKey, datetime] = {}
 
     def touch(key: BalanceKey, ts: datetime) -> None:
-        keys.add(key)
         earliest[key] = min(ts, earliest.get(key, ts))
 
-    rows: list[tuple[Posting, Origin, int | None]] = [
-        (p, Origin(s.device_id, s.msg_id, 0, "scan"), None) for p, s in postings]
-    rows += [(p, o, None) for p, o in extra]
-    for p, _, _ in rows:
-        for k in _keys_of(p):
-            touch(k, p.ts)
-    for c, _ in counts:
-        touch((c.sku, c.location, c.lot or ""), c.ts)
-        touch((c.sku, c.loss_location, c.lot or ""), c.ts)
-    if not keys:
+    for p in [m.posting for m in moves] + [r.posting for r in retracted]:
+        touch(key_from(p), p.ts)
+        touch(key_to(p), p.ts)
+    for planned in counts:
+        request = planned.request
+        touch((request.sku, request.location, request.lot or ""), request.ts)
+        touch((request.sku, request.loss_location, request.lot or ""), request.ts)
+    if not earliest:
         return []
-    lock_keys(cur, keys)
-    ids = insert_movements(cur, rows)
-    if counts:
-        cur.execute(
-            "INSERT INTO stock_counts (sku, location, lot, ts, counted, expiry, loss_location, ref, device_id, msg_id, "
-            "revision) SELECT *, -1 FROM unnest(%s::text[], %s::text[], %s::text[], %s::timestamptz[], "
-            "%s::numeric[], %s::date[], %s::text[], %s::text[], %s::text[], %s::text[]) ON CONFLICT DO NOTHING",
-            [list(col) for col in zip(*[(c.sku, c.location, c.lot or "", c.ts, c.counted, c.expiry, c.loss_location,
-                                         c.ref, s.device_id, s.msg_id) for c, s in counts], strict=True)])
-    adjustments = _redecide_counts(cur, earliest)
-    all_postings = [p for p, _, _ in rows] + adjustments
-    apply_balances(cur, all_postings)
-    _note_expiry(cur, all_postings)
-    _track_serials(cur, [(p.sku, p.serial) for p in all_postings if p.serial])
-    check_discrepancies(cur, keys)
-    return ids
+    keys, since = _window_keys(cur, set(earliest), min(earliest.values()))
+    store.insert_counts(cur, counts)
+    window = store.load_window(cur, keys, since)
+
+    # The balance just before the window: what is stored minus what the window's movements did.
+    opening = {k: window.balances.get(k, Decimal(0)) for k in keys}
+    for m in window.movements:
+        for key, sign in ((key_from(m.posting), -1), (key_to(m.posting), 1)):
+            if key in opening:
+                opening[key] -= sign * m.posting.qty
+    retracted_ids = {r.id for r in retracted}
+    redecided = {c.adjustment.id for c in window.counts if c.adjustment is not None}
+    fixed = [m.planned for m in window.movements if m.id not in retracted_ids and m.id not in redecided]
+    serials = {(p.sku, p.serial) for p in [m.posting for m in moves] + [r.posting for r in retracted] if p.serial}
+    serial_rows = [m for m in store.serial_history(cur, serials) if m.id not in retracted_ids]
+    history = StockHistory(
+        postings=(*fixed, *(PlannedPosting(m.posting, _identity(m.origin)) for m in moves)),
+        counts=tuple(c.planned for c in window.counts),
+        locations=store.location_types(cur, {k[1] for k in keys}),
+        opening=opening, since=since, serial_history=tuple(m.planned for m in serial_rows))
+    state = derive_stock(history)
+
+    rows = [NewMovement(reversal_of(r.posting), Origin(None, None, 0, "correction"), r.id) for r in retracted]
+    first_new = len(rows)
+    rows += moves
+    count_updates: list[tuple[int, int, int | None]] = []  # (count id, revision, index of its adjustment in rows)
+    for c in window.counts:
+        wanted = state.adjustments.get(c.planned.identity)
+        current = c.adjustment.posting if c.adjustment is not None else None
+        if _same(current, wanted):
+            continue
+        if c.adjustment is not None:
+            rows.append(NewMovement(reversal_of(c.adjustment.posting), Origin(None, None, 0, "correction"),
+                                    c.adjustment.id))
+        at = None
+        if wanted is not None:
+            at = len(rows)
+            rows.append(NewMovement(wanted, Origin(c.planned.identity.device_id, c.planned.identity.msg_id,
+                                                   c.revision + 1, "count")))
+        count_updates.append((c.id, c.revision + 1, at))
+    ids = store.insert_movements(cur, rows)
+    for count_id, revision, at in count_updates:
+        store.set_count_adjustment(cur, count_id, revision, ids[at] if at is not None else None)
+
+    store.write_balances(cur, {k: state.balances.get(k, Decimal(0)) for k in keys}, window.balances,
+                         {k: v for k, v in state.expiry.items() if k in keys})
+    movement_ids = {m.identity: m.id for m in (*window.movements, *serial_rows)}
+    movement_ids.update({_identity(m.origin): i for m, i in zip(moves, ids[first_new:first_new + len(moves)],
+                                                                strict=True)})
+    store.write_serials(cur, serials, {s: state.serials[s] for s in serials if s in state.serials}, movement_ids)
+    store.write_discrepancies(cur, window.alarms, [e for e in state.discrepancies if e.key in keys])
+    return ids[first_new:first_new + len(moves)]
 
 
-# --- alarms ------------------------------------------------------------------------------------
+def _window_keys(cur: psycopg.Cursor, keys: set[BalanceKey], earliest: datetime) -> tuple[set[BalanceKey], datetime]:
+    """Lock the keys and find where their window starts. A re-decided count also moves stock at
+    its inventory-loss location, and an episode open at the window's start moves the start back:
+    both can widen the set, so this repeats until it is stable (it locks more only in the rare
+    case a key turns up after the first lock, a brief departure from the global lock order)."""
+    locked: set[BalanceKey] = set()
+    while True:
+        since = store.episode_start(cur, keys, earliest)
+        wider = keys | store.loss_keys(cur, keys, since)
+        if wider <= locked:
+            return wider, since
+        lock_keys(cur, wider - locked)
+        locked |= wider
+        keys = wider
 
-
-def check_discrepancies(cur: psycopg.Cursor, keys: Iterable[BalanceKey]) -> None:
-    """Physical stock below zero is a discrepancy (the scans are the truth, the book is behind):
-    one active alarm per (sku, location, lot) while it lasts, cleared when the balance recovers."""
-    wanted = sorted(keys)
-    if not wanted:
-        return
-    rows = cur.execute(
-        "SELECT b.sku, b.location, b.lot, b.qty FROM balances b JOIN locations l ON l.code = b.location "
-        "JOIN unnest(%s::text[], %s::text[], %s::text[]) k(sku, location, lot) "
-        "ON (b.sku, b.location, b.lot) = (k.sku, k.location, k.lot) WHERE l.type = ANY(%s)",
-        ([k[0] for k in wanted], [k[1] for k in wanted], [k[2] for k in wanted], sorted(PHYSICAL_TYPES)),
-    ).fetchall()
-    negative = [r for r in rows if r[3] < 0]
-    if negative:
-        cur.executemany(
-            "INSERT INTO alarms (type, severity, state, location, sku, lot, subject, started_at, peak_value, "
-            "message) VALUES ('stock_discrepancy', 'warning', 'active', %s, %s, %s, %s, now(), %s, %s) "
-            "ON CONFLICT (type, subject) WHERE state = 'active' DO UPDATE SET "
-            "peak_value = least(alarms.peak_value, excluded.peak_value), updated_at = now()",
-            [(loc, sku, lot or None, f"{sku}|{loc}|{lot}", float(qty),
-              f"{sku} at {loc}{' lot ' + lot if lot else ''}: book balance {qty} is below zero")
-             for sku, loc, lot, qty in negative])
-    recovered = [f"{sku}|{loc}|{lot}" for sku, loc, lot, qty in rows if qty >= 0]
-    if recovered:
-        cur.execute("UPDATE alarms SET state = 'cleared', cleared_at = now(), updated_at = now() "
-                    "WHERE type = 'stock_discrepancy' AND state = 'active' AND subject = ANY(%s)", (recovered,))
