@@ -17,7 +17,7 @@ import orjson
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ingest.db import connect
 from tests.integration.broker_fixtures import free_port
@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator[dict[str, str]]:
-    url = make_conninfo(database_url, dbname="cargotrace_cli_test")
+    # Named after this run's test database, so that parallel runs (other worktrees) never share it.
+    url = make_conninfo(database_url, dbname=f"{conninfo_to_dict(database_url)['dbname']}_cli")
     recreate_database(url)
     values = {**os.environ, "CARGOTRACE_STATE_DIR": str(tmp_path_factory.mktemp("cli-state")),
               "CARGOTRACE_MQTT_PORT": str(free_port()), "CARGOTRACE_API_PORT": str(free_port()),
