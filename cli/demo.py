@@ -106,7 +106,7 @@ def _samples(now: datetime, run: str) -> list[tuple[str, str, bytes, str]]:
 def publish_samples(settings: Settings, devices: list[DemoDevice], run: str) -> int:
     clients: dict[str, mqtt.Client] = {}
     for d in devices:
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{d.device_id}-{run}", protocol=mqtt.MQTTv5)
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=d.device_id, protocol=mqtt.MQTTv5)
         client.username_pw_set(d.device_id, d.password)
         client.connect(settings.mqtt_host, settings.mqtt_port)
         client.loop_start()

@@ -2,7 +2,10 @@
 
 Only MQTT is spoken (commands to ``$CONTROL/dynamic-security/v1`` as the admin account, answers
 on ``.../response``), so this works against a remote broker as well as the local one.
-Each device is a dynsec client (username = device_id) with its own role holding its ACLs.
+Each device is a dynsec client (username = device_id) with its own role holding its ACLs, bound
+to the client id equal to its device id: a device cannot take over another client's session (the
+ingest workers' persistent sessions above all), whose ids all start with ``cargotrace-``, a prefix
+no device id may use.
 """
 
 from __future__ import annotations
@@ -27,20 +30,21 @@ RESPONSE_TOPIC = f"{CONTROL_TOPIC}/response"
 SERVICE_ROLE = "cargotrace-service"
 DEVICE_ROLE_PREFIX = "cargotrace-device:"
 DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-# Dynsec checks a role's ACLs highest priority first: the config deny must win over the `#` allow.
-_CONFIG_DENY_PRIORITY = 10
+# Client ids of the platform's own clients (ingest workers, admin sessions, probes) start with it;
+# no device id may, so no device account can be bound to (or take over) such a session.
+RESERVED_CLIENT_ID_PREFIX = "cargotrace-"
+# The only subtopics a device may publish to (CONTRACT s.1); everything else is refused.
+DEVICE_DATA_KINDS = ("scan", "rfid", "position", "env", "status")
 
 T = TypeVar("T")
 
 _NOT_FOUND = ("Client not found", "Role not found")
 
-# Anything not granted by a role is denied. publishClientReceive stays allowed: a client only ever
-# receives what its subscriptions match, and subscribing is already denied by default and granted
-# per role, so a receive grant per subscription would duplicate every subscribe ACL (and add a
-# check to the delivery of every message) without closing any hole.
+# Anything not granted by a role is denied, receiving included: a session obtained by any means
+# (a misconfigured role, a future bug) still gets only the topics its role explicitly grants.
 _DEFAULT_ACL_ACCESS = {
     "publishClientSend": False,
-    "publishClientReceive": True,
+    "publishClientReceive": False,
     "subscribe": False,
     "unsubscribe": True,
 }
@@ -55,6 +59,11 @@ def validate_device_id(device_id: str) -> str:
         raise BrokerError(
             f"invalid device id {device_id!r}: use 1-64 characters from A-Z a-z 0-9 _ . -, "
             "starting with a letter or digit (no '/', '+', '#')"
+        )
+    if device_id.lower().startswith(RESERVED_CLIENT_ID_PREFIX):
+        raise BrokerError(
+            f"invalid device id {device_id!r}: ids starting with {RESERVED_CLIENT_ID_PREFIX!r} are reserved for "
+            "the platform's own broker clients"
         )
     return device_id
 
@@ -179,12 +188,16 @@ class BrokerAccounts:
         return client if isinstance(client, dict) else None
 
     def _ensure_role(self, rolename: str, acls: list[dict[str, Any]]) -> None:
-        """Create the role or add its missing ACLs; never re-adds (a role change kicks its clients)."""
+        """Create the role or bring its ACLs to exactly ``acls``; unchanged ACLs are not touched
+        (a role change kicks its clients), so a second call is a no-op."""
         role = self._command("getRole", ok_errors=("Role not found",), rolename=rolename).get("role")
         if role is None:
             self._command("createRole", rolename=rolename, acls=acls)
             return
         present = {_acl_key(acl) for acl in role.get("acls", [])}
+        wanted = {_acl_key(acl) for acl in acls}
+        for acltype, topic, _allow, _priority in present - wanted:
+            self._command("removeRoleACL", rolename=rolename, acltype=acltype, topic=topic)
         for acl in acls:
             if _acl_key(acl) not in present:
                 self._command("addRoleACL", rolename=rolename, **acl)
@@ -204,7 +217,11 @@ class BrokerAccounts:
             # Mosquitto 2.0.11 checks a shared subscription against its full `$share/<group>/...`
             # filter, so the plain grant above does not cover it (verified).
             _acl("subscribePattern", f"$share/+/{uplink}"),
+            _acl("publishClientReceive", uplink),
             _acl("publishClientSend", f"{self._prefix}/dev/+/config"),
+            # Clearing a retained copy a device left on a data topic (an empty retained publish);
+            # the ingest worker does it after dead-lettering the retained message.
+            *(_acl("publishClientSend", f"{self._prefix}/dev/+/{kind}") for kind in DEVICE_DATA_KINDS),
         ]
 
     def ensure_service_accounts(self) -> None:
@@ -223,9 +240,21 @@ class BrokerAccounts:
             return
         if SERVICE_ROLE not in _role_names(client):
             self._command("addClientRole", username=user, rolename=SERVICE_ROLE)
+        self._upgrade_devices()
         # Setting the password disconnects the running services, so only do it when it changed.
         if not self._credentials_work(user, password):
             self._command("setClientPassword", username=user, password=password)
+
+    def _upgrade_devices(self) -> None:
+        """Devices provisioned before client-id binding and receive grants: bring them up to date."""
+        clients = self._command("listClients", verbose=True, count=-1).get("clients", [])
+        for client in clients:
+            device_id = client.get("username", "")
+            if self._device_role(device_id) not in _role_names(client):
+                continue
+            if client.get("clientid") != device_id:
+                self._command("setClientId", username=device_id, clientid=device_id)
+            self._ensure_role(self._device_role(device_id), self._device_acls(device_id))
 
     def _credentials_work(self, username: str, password: str) -> bool:
         probe = _mqtt_client("cargotrace-probe", username, password)
@@ -256,11 +285,11 @@ class BrokerAccounts:
 
     def _device_acls(self, device_id: str) -> list[dict[str, Any]]:
         own = f"{self._prefix}/dev/{device_id}"
+        # Exactly the five data kinds: no config (the server's downlink), no other subtopic.
         return [
-            _acl("publishClientSend", f"{own}/#"),
-            # The config topic is the server's downlink: a device must not forge its own config.
-            _acl("publishClientSend", f"{own}/config", allow=False, priority=_CONFIG_DENY_PRIORITY),
+            *(_acl("publishClientSend", f"{own}/{kind}") for kind in DEVICE_DATA_KINDS),
             _acl("subscribeLiteral", f"{own}/config"),
+            _acl("publishClientReceive", f"{own}/config"),
         ]
 
     def _require_device(self, device_id: str) -> dict[str, Any] | None:
@@ -280,7 +309,8 @@ class BrokerAccounts:
         self._command("createRole", rolename=role, acls=self._device_acls(device_id))
         password = _new_password()
         try:
-            self._command("createClient", username=device_id, password=password, roles=[{"rolename": role}])
+            self._command("createClient", username=device_id, password=password, clientid=device_id,
+                          roles=[{"rolename": role}])
         except BrokerError as exc:
             if "already exists" in str(exc):
                 raise BrokerError(

@@ -17,7 +17,6 @@ import json
 import logging
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -125,9 +124,8 @@ class BufferedPublisher:
         self._drain_deadline: float | None = None
         self._thread: threading.Thread | None = None
         self.published = 0  # messages acknowledged by the broker (for logs and tests)
-        # A unique client id: a stale bridge of the same device must not kick this one off.
-        client_id = f"{target.device_id}-bridge-{uuid.uuid4().hex[:8]}"
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        # The broker binds each device account to the client id equal to its device id.
+        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=target.device_id, protocol=mqtt.MQTTv5)
         self._client.username_pw_set(target.device_id, target.password)
         self._client.reconnect_delay_set(*reconnect_delay_s)
         self._client.on_connect = self._on_connect

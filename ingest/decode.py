@@ -6,6 +6,7 @@ It owns what core cannot know: payload size, UTF-8/JSON decoding, and which devi
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -15,6 +16,13 @@ import orjson
 from core.contract import Decoded, Kind, Limits, Reason, Record, Rejection, decode_payload, parse_topic
 
 DEAD_PAYLOAD_KEEP = 64 * 1024  # bytes of an oversized payload kept for inspection
+# Up to this many rejected elements of one array payload get a dead letter each (replayable one
+# by one); beyond it the payload is ONE dead letter listing the reasons, so a device cannot turn
+# one message into 100,000 rows.
+MAX_ELEMENT_LETTERS = 10
+# Per-element reasons kept in that one letter's detail (the counts by reason cover the rest).
+MAX_REASONS_LISTED = 100
+MANY_REJECTED = "rejected_elements"
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +34,9 @@ class Inbound:
     received_at: datetime
     mid: int = 0
     qos: int = 1
+    # Devices must never publish retained (a retained copy would be replayed to every new
+    # subscriber); the broker cannot refuse it, so the worker dead-letters it and clears the copy.
+    retain: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,16 +86,24 @@ def _dead(msg: Inbound, device_id: str | None, rejection: Rejection) -> DeadLett
 
 
 DOWNLINK_KIND = "config"
+# Not a core contract reason: it is about MQTT delivery, not the payload.
+RETAINED_PUBLISH = "retained_publish"
 
 
 def _parse(msg: Inbound, prefix: str, max_payload: int) -> _Parsed | DeadLetter | None:
     if msg.topic.endswith("/" + DOWNLINK_KIND):
         # Our own retained downlink matches the same wildcard; devices cannot publish there (ACL).
         return None
+    if msg.retain and not msg.payload:
+        # The worker's own clearing of a retained copy (an empty retained publish) coming back.
+        return None
     topic = parse_topic(msg.topic, prefix)
     if isinstance(topic, Rejection):
         return _dead(msg, None, topic)
     device_id, kind = topic
+    if msg.retain:
+        return _dead(msg, device_id, Rejection(
+            RETAINED_PUBLISH, "devices must not publish retained messages; the retained copy was cleared"))
     if len(msg.payload) > max_payload:
         return _dead(msg, device_id, Rejection(
             Reason.PAYLOAD_TOO_LARGE, f"payload is {len(msg.payload)} bytes, the limit is {max_payload}"))
@@ -116,5 +135,19 @@ def prepare(messages: Iterable[Inbound], prefix: str, limits: Limits, max_payloa
             continue
         decoded: Decoded = decode_payload(p.value, p.device_id, p.kind, p.msg.received_at, limits)
         out.records.extend(decoded.records)
-        out.dead.extend(_dead(p.msg, p.device_id, r) for r in decoded.rejections)
+        out.dead.extend(_element_letters(p.msg, p.device_id, decoded.rejections))
     return out
+
+
+def _element_letters(msg: Inbound, device_id: str, rejections: list[Rejection]) -> list[DeadLetter]:
+    """A bounded number of dead letters for one payload, whatever its array length."""
+    if len(rejections) <= MAX_ELEMENT_LETTERS:
+        return [_dead(msg, device_id, r) for r in rejections]
+    counts = Counter(r.reason for r in rejections)
+    listed = [{"index": r.index, "reason": r.reason, "detail": r.detail[:200]}
+              for r in rejections[:MAX_REASONS_LISTED]]
+    summary = ", ".join(f"{reason} x{n}" for reason, n in counts.most_common())
+    detail = (f"{len(rejections)} elements rejected ({summary}); the first {len(listed)}: "
+              + orjson.dumps(listed).decode())
+    reason = next(iter(counts)) if len(counts) == 1 else MANY_REJECTED
+    return [DeadLetter(msg.received_at, msg.topic, device_id, reason, detail, None, msg.payload, len(msg.payload))]

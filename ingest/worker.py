@@ -3,7 +3,9 @@
 At-least-once in, exactly-once applied: a message is acknowledged to the broker only after the
 transaction that stored it (or its dead letter) has committed, and ``(device_id, msg_id)``
 identity makes a redelivery a no-op. The MQTT 5 Receive Maximum bounds how many un-acked
-messages the broker sends us, which bounds this process's memory whatever the backlog.
+messages the broker sends us, and ``ingest_max_unacked_bytes`` how many bytes: above it the
+network thread stops reading (TCP back-pressure onto the broker) until a batch is acknowledged,
+so 1 MiB payloads cannot push a worker past its memory bound either.
 """
 
 from __future__ import annotations
@@ -67,6 +69,8 @@ class IngestWorker:
         self._connected = threading.Event()
         self._stop = threading.Event()
         self._conn: psycopg.Connection | None = None
+        self._held = threading.Condition()
+        self._held_bytes = 0  # payload bytes received and not yet acknowledged or discarded
         self._client = self._make_client()
 
     # --- MQTT ------------------------------------------------------------------------------------
@@ -89,7 +93,9 @@ class IngestWorker:
             return
         self._generation += 1
         # Retain handling 2: no retained messages on subscribe (those are device configs, downlink).
-        client.subscribe(subscription(self.settings), options=SubscribeOptions(qos=1, retainHandling=2))
+        # Retain as published: a device's retained publish must be recognisable to be refused.
+        client.subscribe(subscription(self.settings),
+                         options=SubscribeOptions(qos=1, retainHandling=2, retainAsPublished=True))
         self._connected.set()
         log.info("%s: connected to %s:%s, subscribed to %s", self.client_id, self.settings.mqtt_host,
                  self.settings.mqtt_port, subscription(self.settings))
@@ -102,8 +108,20 @@ class IngestWorker:
             log.warning("%s: disconnected from the broker (%s); reconnecting", self.client_id, reason)
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        self._inbox.put(_Received(Inbound(msg.topic, bytes(msg.payload), datetime.now(UTC), msg.mid, msg.qos),
-                                  self._generation))
+        payload = bytes(msg.payload)
+        with self._held:
+            # Blocks paho's network thread while too much is held: nothing more is read from the
+            # socket until the main loop acknowledges a batch (bounded wait: keepalive must go on).
+            self._held.wait_for(lambda: self._held_bytes < self.settings.ingest_max_unacked_bytes
+                                or self._stop.is_set(), timeout=20)
+            self._held_bytes += len(payload)
+        self._inbox.put(_Received(Inbound(msg.topic, payload, datetime.now(UTC), msg.mid, msg.qos,
+                                          bool(msg.retain)), self._generation))
+
+    def _release(self, released: int) -> None:
+        with self._held:
+            self._held_bytes -= released
+            self._held.notify_all()
 
     def connect(self, timeout: float = 10.0) -> None:
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -215,7 +233,9 @@ class IngestWorker:
                     break
         generation = self._generation
         # Messages from a connection that has since dropped are redelivered on the new one.
-        return [r.message for r in batch if r.generation == generation], generation
+        current = [r.message for r in batch if r.generation == generation]
+        self._release(sum(len(r.message.payload) for r in batch if r.generation != generation))
+        return current, generation
 
     def _ack(self, messages: Sequence[Inbound], generation: int) -> None:
         if generation != self._generation:
@@ -224,12 +244,21 @@ class IngestWorker:
             if m.qos > 0:
                 self._client.ack(m.mid, m.qos)
 
+    def _clear_retained(self, messages: Sequence[Inbound]) -> None:
+        """Delete the retained copies devices left (dead-lettered already): empty retained publish."""
+        for topic in {m.topic for m in messages if m.retain and m.payload}:
+            self._client.publish(topic, b"", qos=1, retain=True)
+
     def run_once(self) -> int:
         batch, generation = self._take()
         if not batch:
             return 0
-        result = self.apply(batch)
-        self._ack(batch, generation)
+        try:
+            result = self.apply(batch)
+            self._clear_retained(batch)
+            self._ack(batch, generation)
+        finally:
+            self._release(sum(len(m.payload) for m in batch))
         self.counters.applied += len(result.applied)
         self.counters.duplicates += result.duplicates
         self.counters.dead_letters += result.dead_letters
@@ -238,6 +267,8 @@ class IngestWorker:
 
     def stop(self) -> None:
         self._stop.set()
+        with self._held:
+            self._held.notify_all()
 
     def sweep_gates(self) -> None:
         """Close RFID passages (a tag silent long enough); a failure is retried next second."""

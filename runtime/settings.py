@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     ingest_client_prefix: str = "cargotrace-ingest"
     # Messages a worker holds un-acked at once (MQTT 5 Receive Maximum): the memory bound.
     ingest_inflight: int = 8000
+    # Payload bytes a worker holds un-acked at once: the memory bound for large payloads.
+    ingest_max_unacked_bytes: int = 64 * 1024 * 1024
     ingest_batch_max: int = 4000
     ingest_batch_wait_ms: int = 40
     ingest_session_expiry_s: int = 7 * 24 * 3600

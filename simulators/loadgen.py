@@ -45,7 +45,7 @@ class CountingPublisher:
         self.acked = 0
         self.refused = 0
         self._window = threading.Semaphore(window)
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"load-{login.device_id}",
+        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=login.device_id,
                                    protocol=mqtt.MQTTv5)
         self._client.username_pw_set(login.device_id, login.password)
         self._client.max_inflight_messages_set(window)

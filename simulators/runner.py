@@ -90,7 +90,7 @@ def stats_table(stats: RunStats, clock: SimClock, title: str) -> Table:
 async def run_devices(host: str, port: int, topic_prefix: str, passwords: Mapping[str, str],
                       streams: Mapping[str, Iterable[Message]], clock: SimClock, *, window: int = 100,
                       connect_concurrency: int = 64, progress: bool = False, title: str = "simulation",
-                      stats: RunStats | None = None, client_suffix: str = "") -> RunStats:
+                      stats: RunStats | None = None) -> RunStats:
     """Connect every device in ``streams`` and publish its messages on simulated time."""
     stats = stats or RunStats()
     stats.devices = len(streams)
@@ -104,8 +104,7 @@ async def run_devices(host: str, port: int, topic_prefix: str, passwords: Mappin
     async with AsyncExitStack() as stack:
         if live is not None:
             stack.enter_context(live)
-        clients = await _connect_all(stack, host, port, passwords, list(streams), stats, connect_concurrency,
-                                     client_suffix)
+        clients = await _connect_all(stack, host, port, passwords, list(streams), stats, connect_concurrency)
         stats.started = time.monotonic()
         loop = asyncio.get_running_loop()
         t0 = loop.time()
@@ -125,14 +124,13 @@ async def run_devices(host: str, port: int, topic_prefix: str, passwords: Mappin
 
 
 async def _connect_all(stack: AsyncExitStack, host: str, port: int, passwords: Mapping[str, str],
-                       device_ids: list[str], stats: RunStats, concurrency: int,
-                       client_suffix: str) -> dict[str, aiomqtt.Client]:
+                       device_ids: list[str], stats: RunStats, concurrency: int) -> dict[str, aiomqtt.Client]:
     gate = asyncio.Semaphore(concurrency)
     clients: dict[str, aiomqtt.Client] = {}
 
     async def connect(device_id: str) -> None:
         client = aiomqtt.Client(host, port, username=device_id, password=passwords[device_id],
-                                identifier=f"{device_id}{client_suffix}", protocol=aiomqtt.ProtocolVersion.V5,
+                                identifier=device_id, protocol=aiomqtt.ProtocolVersion.V5,
                                 keepalive=60, max_inflight_messages=1000, timeout=30)
         async with gate:
             try:

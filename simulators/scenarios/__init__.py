@@ -117,7 +117,7 @@ async def arun_scenario(name: str, *, api_url: str, admin_token: str, broker_hos
                       f"{len(plan.devices)} devices in {provision_s:.1f} s; simulating "
                       f"{ctx.clock.sim_start:%Y-%m-%d %H:%M}-{ctx.clock.sim_end:%H:%M} UTC at x{speedup:g}")
     stats = await run_devices(broker_host, broker_port, topic_prefix, passwords, plan.streams, ctx.clock,
-                              progress=progress, title=f"cargotrace simulate {name}", client_suffix=f"-{ctx.tag}")
+                              progress=progress, title=f"cargotrace simulate {name}")
     report = ScenarioReport(name, ctx.tag, seed, ctx.clock.sim_start, ctx.clock.sim_end, speedup, len(plan.devices),
                             plan.message_count, dict(stats.published), stats.failed, stats.elapsed_s, provision_s,
                             plan.expected, plan.shows, [d.device_id for d in plan.devices])

@@ -45,7 +45,7 @@ class Device:
     def __init__(self, creds: Credentials, settings: Settings) -> None:
         self.creds = creds
         self.prefix = settings.topic_prefix
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=unique(creds.device_id),
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=creds.device_id,
                                   protocol=mqtt.MQTTv5)
         self.client.username_pw_set(creds.username, creds.password)
         self.client.connect(creds.host, creds.port)

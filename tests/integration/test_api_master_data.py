@@ -4,7 +4,6 @@ the real project broker: credentials the API issues must really connect."""
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -55,7 +54,7 @@ def put(api: TestClient, path: str, body: Json, status: int | None = None) -> Js
 
 def mqtt_login_ok(settings: Settings, username: str, password: str) -> bool:
     """Connect with MQTT 5 to the test broker; True when the broker accepts the credentials."""
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"t-{uuid.uuid4().hex[:10]}",
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=username,
                          protocol=mqtt.MQTTv5)
     client.username_pw_set(username, password)
     answered = threading.Event()

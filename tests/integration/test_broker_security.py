@@ -31,6 +31,13 @@ NOT_AUTHORIZED = 135
 BAD_CREDENTIALS = (134, 135)  # "Bad user name or password" or "Not authorized"
 
 
+def _default_client_id(username: str | None) -> str:
+    """A device connects with its own id (the broker binds it); others with a unique one."""
+    if username is None or username.startswith("cargotrace-"):
+        return f"t-{uuid.uuid4().hex[:10]}"
+    return username
+
+
 class Peer:
     """A real MQTT client that records what the broker answers."""
 
@@ -46,7 +53,7 @@ class Peer:
         self.settings = settings
         self.protocol = protocol
         self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id or f"t-{uuid.uuid4().hex[:10]}", protocol=protocol
+            CallbackAPIVersion.VERSION2, client_id=client_id or _default_client_id(username), protocol=protocol
         )
         if username is not None:
             self.client.username_pw_set(username, password)

@@ -69,7 +69,7 @@ def test_device_add_prints_credentials_that_work(env: dict[str, str]) -> None:
     assert out.returncode == 0, out.stderr
     fields = dict(line.split("=", 1) for line in out.stdout.strip().splitlines())
     assert fields["username"] == "cli-sensor-1" and len(fields["password"]) >= 24
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="cli-test", protocol=mqtt.MQTTv5)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="cli-sensor-1", protocol=mqtt.MQTTv5)
     client.username_pw_set(fields["username"], fields["password"])
     host, port = fields["broker"].split(":")
     assert client.connect(host, int(port)) == 0
@@ -116,7 +116,7 @@ def test_run_serves_the_api_and_ingests_then_stops_cleanly_on_sigterm(env: dict[
                 pass
             time.sleep(0.2)
         assert health == {"status": "ok", "db": True, "broker": True}
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="cli-run", protocol=mqtt.MQTTv5)
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="cli-sensor-2", protocol=mqtt.MQTTv5)
         client.username_pw_set("cli-sensor-2", password)
         client.connect("127.0.0.1", int(env["CARGOTRACE_MQTT_PORT"]))
         client.loop_start()
