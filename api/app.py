@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from api.db import open_pool
 from api.errors import install_error_handlers
+from api.limits import BodyLimit
 from api.routes import alarms, dead_letters, devices, epcis, health, ledger, master_data, shipments, tickets, tracking
 from api.routes.dashboard import install as install_dashboard
 from runtime.settings import Settings
@@ -40,6 +41,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
     for module in (health, master_data, devices, shipments, ledger, dead_letters, alarms, epcis, tickets, tracking):
         app.include_router(module.router, prefix=API_PREFIX)
     install_dashboard(app, API_PREFIX)  # live events, telemetry, the dashboard and tracking pages

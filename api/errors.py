@@ -140,6 +140,14 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(422, "validation_error", _validation_message(exc))
 
 
+async def _unstorable_value(request: Request, exc: Exception) -> JSONResponse:
+    # A value that passed validation but PostgreSQL cannot store or compare (a NUL character, a
+    # number beyond the column's range, a date out of range): the client's input, so 422, not 500.
+    # The failing statement's transaction has rolled back; nothing was half-written.
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return error_response(422, "validation_error", f"a value in the request cannot be stored: {reason}")
+
+
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     # Connection lost, pool exhausted or server down: the client may retry, so 503, not 500.
     log.warning("database unavailable for %s %s: %s", request.method, request.url.path, exc)
@@ -157,4 +165,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(psycopg.OperationalError, _database_error)
+    app.add_exception_handler(psycopg.DataError, _unstorable_value)
     app.add_exception_handler(Exception, _unhandled)

@@ -125,7 +125,8 @@ class _BareSubscriber:
         self.first: float | None = None
         self.last = 0.0
         self._ready = threading.Event()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="cargotrace-bench-ceiling", protocol=mqtt.MQTTv5)
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="cargotrace-bench-ceiling",
+                                  protocol=mqtt.MQTTv5)
         self.client.username_pw_set(settings.mqtt_service_user, settings.mqtt_service_password)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message

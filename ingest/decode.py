@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -139,7 +139,7 @@ def prepare(messages: Iterable[Inbound], prefix: str, limits: Limits, max_payloa
     return out
 
 
-def _element_letters(msg: Inbound, device_id: str, rejections: list[Rejection]) -> list[DeadLetter]:
+def _element_letters(msg: Inbound, device_id: str, rejections: Sequence[Rejection]) -> list[DeadLetter]:
     """A bounded number of dead letters for one payload, whatever its array length."""
     if len(rejections) <= MAX_ELEMENT_LETTERS:
         return [_dead(msg, device_id, r) for r in rejections]

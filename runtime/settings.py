@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     api_db_pool_max: int = 8
+    # Largest request body accepted (413 beyond it, before the body is read).
+    api_max_body_bytes: int = 1024 * 1024
     # EPCIS export: locations have no GLN here, so they are URNs under this base. Event ids are the
     # CBV 2.0 event hash of the content; the site id keys the signature of nextPageToken.
     epcis_location_base: str = "urn:cargotrace:location:"

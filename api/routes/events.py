@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Annotated, Any
@@ -33,6 +34,9 @@ router = APIRouter(tags=["events"])
 HEARTBEAT_S = 15.0
 # What an EventSource waits before reconnecting after the stream drops (milliseconds).
 RETRY_MS = 2000
+
+_EVENT_ID = re.compile(r"[0-9]{1,19}")
+_MAX_EVENT_ID = 2**63 - 1
 
 _SHAPES: dict[str, Callable[[dict[str, Any]], BaseModel]] = {
     "movement": MovementOut.model_validate,
@@ -61,7 +65,8 @@ def _resume_from(header: str | None, query: str | None) -> int | None:
     if raw in (None, ""):
         return None
     assert raw is not None
-    if not raw.isdigit():
+    # ASCII digits only (str.isdigit accepts '²' or Arabic-Indic digits), and within bigint.
+    if not _EVENT_ID.fullmatch(raw) or int(raw) > _MAX_EVENT_ID:
         raise InvalidInputError("Last-Event-ID must be the id of an event from this stream (a non-negative integer)")
     return int(raw)
 

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Response
 
-from api.auth import Admin, Operator, Viewer
+from api.auth import Admin, Viewer
 from api.db import Conn
 from api.pagination import DEFAULT_LIMIT, MAX_LIMIT, Cursor, Limit, Page, decode_cursor, page
 from api.routes.common import PUT_RESPONSES, found, set_put_status
@@ -69,9 +69,10 @@ def get_track(ref: str, conn: Conn, _: Viewer,
 
 
 @router.post("/shipments/{ref}/cancel")
-def cancel_shipment(ref: str, conn: Conn, who: Operator, body: Annotated[CancelIn | None, Body()] = None,
+def cancel_shipment(ref: str, conn: Conn, who: Admin, body: Annotated[CancelIn | None, Body()] = None,
                     ) -> ShipmentOut:
-    """Extension: cancel a shipment that is not delivered yet (409 once delivered or cancelled)."""
+    """Extension: cancel a shipment that is not delivered yet (409 once delivered or cancelled).
+    Admin only: shipments are admin data (CONTRACT), an operator may not undo one."""
     detail = body.reason if body is not None and body.reason else f"cancelled by {who.name}"
     if not tracking.cancel(conn, ref, detail):
         found(None, "shipment", ref)

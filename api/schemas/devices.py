@@ -11,10 +11,13 @@ from api.schemas.common import Code, In, Out, UtcDatetime
 DeviceKind = Literal["scanner", "rfid_gate", "gps_tracker", "env_sensor"]
 ScanMode = Literal["receive", "putaway", "pick", "ship", "deliver", "count", "return", "move"]
 Antenna = Annotated[int, Field(ge=0, le=32767)]
+# Caps on lists in request bodies, so one request cannot make the server build a huge object.
+MAX_ANTENNAS = 64
 
 
 class GateZoneIn(In):
-    antennas: list[Antenna] = Field(min_length=1)
+    antennas: list[Antenna] = Field(min_length=1, max_length=MAX_ANTENNAS,
+                                    description=f"at most {MAX_ANTENNAS} antenna ports")
     location: Code
 
 

@@ -132,9 +132,15 @@ class CircleIn(In):
     radius_m: float = Field(gt=0)
 
 
+# A cap on vertices: every position of every vehicle is tested against the polygon.
+MAX_POLYGON_VERTICES = 2000
+
+
 class PolygonIn(In):
     type: Literal["polygon"]
-    coordinates: list[tuple[Longitude, Latitude]] = Field(description="[[lon, lat], ...] (GeoJSON order)")
+    coordinates: list[tuple[Longitude, Latitude]] = Field(
+        max_length=MAX_POLYGON_VERTICES,
+        description=f"[[lon, lat], ...] (GeoJSON order), at most {MAX_POLYGON_VERTICES} vertices")
 
     @field_validator("coordinates")
     @classmethod

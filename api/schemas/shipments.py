@@ -11,6 +11,9 @@ from api.schemas.common import Code, In, Out, UtcDatetime
 ShipmentStatus = Literal["planned", "loading", "in_transit", "arrived", "delivered", "cancelled"]
 
 
+# A cap on lines per shipment (a request body must stay small; see CARGOTRACE_API_MAX_BODY_BYTES).
+MAX_SHIPMENT_LINES = 1000
+
 class ShipmentLine(In):
     sku: Code
     qty: Annotated[int | float, Field(gt=0)]
@@ -23,7 +26,8 @@ class ShipmentIn(In):
     vehicle: Code = Field(description="location code of type vehicle")
     promised_at: AwareDatetime | None = Field(None, description="RFC 3339 with offset")
     profile: Code | None = Field(None, description="environmental profile the goods must stay within")
-    lines: list[ShipmentLine] = Field(default_factory=list)
+    lines: list[ShipmentLine] = Field(default_factory=list, max_length=MAX_SHIPMENT_LINES,
+                                      description=f"at most {MAX_SHIPMENT_LINES} lines")
 
 
 class LastPosition(Out):

@@ -300,7 +300,7 @@ def test_cancel_sets_status_time_and_event(world: psycopg.Connection, client_for
     event(world, "SHP-1", "loading", at(0))
     status(world, "SHP-1", "loading")
     world.execute("INSERT INTO shipment_state (ref, delayed) VALUES ('SHP-1', true)")
-    response = client_for("operator").post("/api/v1/shipments/SHP-1/cancel", json={"reason": "customer withdrew"})
+    response = client_for("admin").post("/api/v1/shipments/SHP-1/cancel", json={"reason": "customer withdrew"})
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["status"] == "cancelled"
@@ -316,15 +316,15 @@ def test_cancel_sets_status_time_and_event(world: psycopg.Connection, client_for
 
 
 def test_cancel_without_body_names_who_cancelled(world: psycopg.Connection, client_for: ClientFor) -> None:
-    response = client_for("operator").post("/api/v1/shipments/SHP-1/cancel")
+    response = client_for("admin").post("/api/v1/shipments/SHP-1/cancel")
     assert response.status_code == 200, response.text
-    assert response.json()["events"][-1]["detail"] == "cancelled by test-operator"
+    assert response.json()["events"][-1]["detail"] == "cancelled by test-admin"
 
 
 @pytest.mark.parametrize("final", ["delivered", "cancelled"])
 def test_cancel_of_a_finished_shipment_is_409(world: psycopg.Connection, client_for: ClientFor, final: str) -> None:
     status(world, "SHP-1", final)
-    response = client_for("operator").post("/api/v1/shipments/SHP-1/cancel", json={"reason": "too late"})
+    response = client_for("admin").post("/api/v1/shipments/SHP-1/cancel", json={"reason": "too late"})
     assert (response.status_code, response.json()["error"]["code"]) == (409, "conflict")
     assert world.execute("SELECT count(*) FROM shipment_events").fetchone() == (0,)
 
@@ -340,7 +340,7 @@ def test_cancel_needs_an_operator(world: psycopg.Connection, client_for: ClientF
     assert client_for("viewer").post("/api/v1/shipments/SHP-1/cancel").status_code == 403
     assert client_for("admin").post("/api/v1/shipments/NOPE/cancel").status_code == 404
     assert world.execute("SELECT status FROM shipments WHERE ref = 'SHP-1'").fetchone() == ("planned",)
-    body = client_for("operator").post("/api/v1/shipments/SHP-1/cancel", json={"reason": "x", "extra": 1})
+    body = client_for("admin").post("/api/v1/shipments/SHP-1/cancel", json={"reason": "x", "extra": 1})
     assert body.status_code == 422
 
 

@@ -244,7 +244,8 @@ def test_account_management_refuses_misuse(broker_settings: Settings, accounts: 
         with pytest.raises(BrokerError, match="invalid device id"):
             accounts.add_device(bad)
     # Service and admin accounts are not devices: never listed, rotated or removed as such.
-    with pytest.raises(BrokerError, match="not a device"):
+    # (their names start with the reserved `cargotrace-` prefix, which no device id may use)
+    with pytest.raises(BrokerError, match="reserved"):
         accounts.remove_device(broker_settings.mqtt_service_user)
     assert broker_settings.mqtt_admin_user not in accounts.list_devices()
 
