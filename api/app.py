@@ -8,10 +8,12 @@ from contextlib import asynccontextmanager
 from anyio import to_thread
 from fastapi import FastAPI
 
+from api.audit import AuditLog
 from api.db import open_pool
 from api.errors import install_error_handlers
 from api.limits import BodyLimit
 from api.routes import alarms, dead_letters, devices, epcis, health, ledger, master_data, shipments, tickets, tracking
+from api.routes.audit import router as audit_router
 from api.routes.dashboard import install as install_dashboard
 from runtime.settings import Settings
 
@@ -41,8 +43,11 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
+    # Starlette runs the middleware added last first: the body limit, then the audit log.
+    app.add_middleware(AuditLog)
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
     for module in (health, master_data, devices, shipments, ledger, dead_letters, alarms, epcis, tickets, tracking):
         app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(audit_router, prefix=API_PREFIX)
     install_dashboard(app, API_PREFIX)  # live events, telemetry, the dashboard and tracking pages
     return app

@@ -29,6 +29,7 @@ SchemeDoc = Annotated[HTTPAuthorizationCredentials | None, Depends(_scheme)]
 class Principal:
     role: str
     label: str | None
+    token_id: int
 
     @property
     def name(self) -> str:
@@ -55,8 +56,10 @@ def require(role: str) -> Callable[[Request, Conn, HTTPAuthorizationCredentials 
     def authorised(request: Request, conn: Conn, _doc: SchemeDoc) -> Principal:
         found = lookup_token(conn, bearer_token(request))
         if found is None:
-            raise UnauthorizedError("invalid or revoked token")
+            raise UnauthorizedError("invalid, expired or revoked token")
         principal = Principal(*found)
+        # For the audit log (api/audit.py), which runs around the route and sees only the scope.
+        request.state.principal = principal
         if _RANK[principal.role] < _RANK[role]:
             raise ForbiddenError(f"this needs the {role} role; the token has {principal.role}")
         return principal

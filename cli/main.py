@@ -6,6 +6,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -13,9 +14,10 @@ import psycopg
 import typer
 from psycopg import sql
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from api.tokens import ROLES, create_token
+from api.tokens import ROLES, create_token, list_tokens, revoke_token
 from cli.bridge import bridge_app
 from cli.simulate import simulate_app
 from devices.broker_accounts import BrokerAccounts, BrokerError
@@ -251,7 +253,9 @@ def dead_letters_list(
         for row in conn.execute("SELECT id, received_at, device_id, reason, detail, replay_result FROM dead_letters "
                                 "WHERE %s::text IS NULL OR reason = %s ORDER BY received_at DESC, id DESC LIMIT %s",
                                 (reason, reason, limit)):
-            table.add_row(str(row[0]), f"{row[1]:%Y-%m-%d %H:%M:%S}", row[2] or "-", row[3], row[4][:70], row[5] or "")
+            # Device ids, reasons and details come from devices: never let them be rich markup.
+            table.add_row(str(row[0]), f"{row[1]:%Y-%m-%d %H:%M:%S}", escape(row[2] or "-"), escape(row[3]),
+                          escape(row[4][:70]), escape(row[5] or ""))
     Console().print(table)
 
 
@@ -312,16 +316,63 @@ def _print_credentials(username: str, password: str, host: str, port: int, topic
     sys.stdout.write(f"username={username}\npassword={password}\nbroker={host}:{port}\ntopic={topic}\n")
 
 
+_DURATION_UNITS = {"m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90m``, ``12h``, ``30d`` → a timedelta; anything else is a ValueError with the format."""
+    number, unit = text[:-1], text[-1:].lower()
+    if unit not in _DURATION_UNITS or not number.isascii() or not number.isdigit() or int(number) <= 0:
+        raise ValueError(f"invalid duration {text!r}: use a positive number with m, h or d, e.g. 30d")
+    return timedelta(seconds=int(number) * _DURATION_UNITS[unit])
+
+
 @token_app.command("create")
 def token_create(
     role: Annotated[str, typer.Option(help=f"one of {', '.join(ROLES)}")],
     label: Annotated[str | None, typer.Option(help="who or what the token is for")] = None,
+    expires_in: Annotated[str | None, typer.Option(help="lifetime, e.g. 12h or 30d (default: no expiry)")] = None,
 ) -> None:
     """Create an API token and print only the token."""
     settings = _settings()
     with _clear_errors():
-        token = _with_db(settings, lambda conn: create_token(conn, role, label))
+        lifetime = parse_duration(expires_in) if expires_in else None
+        token = _with_db(settings, lambda conn: create_token(conn, role, label, lifetime))
     sys.stdout.write(token + "\n")
+
+
+@token_app.command("list")
+def token_list() -> None:
+    """Every token: id, role, label, creation, expiry, last use, revocation (never the token)."""
+    settings = _settings()
+    with _clear_errors():
+        tokens = _with_db(settings, list_tokens)
+    table = Table(title="API tokens")
+    for col in ("id", "role", "label", "created", "expires", "last used", "state"):
+        table.add_column(col)
+    now = datetime.now(UTC)
+
+    def when(ts: datetime | None) -> str:
+        return "-" if ts is None else f"{ts:%Y-%m-%d %H:%M}"
+
+    for t in tokens:
+        state = ("revoked" if t.revoked_at is not None
+                 else "expired" if t.expires_at is not None and t.expires_at <= now else "valid")
+        table.add_row(str(t.id), t.role, escape(t.label or "-"), when(t.created_at), when(t.expires_at),
+                      when(t.last_used_at), state)
+    Console().print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: Annotated[int, typer.Argument(help="the id shown by `cargotrace token list`")]) -> None:
+    """Revoke a token: every request with it is refused from now on, and its event streams close."""
+    settings = _settings()
+    with _clear_errors():
+        found = _with_db(settings, lambda conn: revoke_token(conn, token_id))
+    if not found:
+        console.print(f"[red]error:[/red] no token with id {token_id}; see `cargotrace token list`")
+        raise typer.Exit(1)
+    console.print(f"token {token_id} revoked")
 
 
 @bench_app.command("ingest")
