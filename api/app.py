@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from api.audit import AuditLog
 from api.db import open_pool
 from api.errors import install_error_handlers
+from api.hub import EventHub
 from api.limits import BodyLimit
 from api.routes import alarms, dead_letters, devices, epcis, health, ledger, master_data, shipments, tickets, tracking
 from api.routes.audit import router as audit_router
@@ -27,9 +28,14 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = open_pool(settings)
         app.state.pool = pool
+        hub = EventHub(settings.database_url, per_token=settings.api_streams_per_token,
+                       total=settings.api_streams_total)
+        app.state.hub = hub
+        hub.start()
         try:
             yield
         finally:
+            await hub.stop()
             await to_thread.run_sync(pool.close)
 
     app = FastAPI(

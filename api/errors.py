@@ -65,6 +65,10 @@ class InvalidReferenceError(ApiError):
     status, code = 422, "invalid_reference"
 
 
+class TooManyRequestsError(ApiError):
+    status, code = 429, "too_many_requests"
+
+
 class BrokerUnavailableError(ApiError):
     status, code = 503, "broker_unavailable"
 

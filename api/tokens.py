@@ -59,6 +59,31 @@ def lookup_token(conn: psycopg.Connection, token: str) -> tuple[str, str | None,
     return None if row is None else (str(row[0]), None if row[1] is None else str(row[1]), int(row[2]))
 
 
+STREAM_TICKET_TTL_S = 60
+
+
+def issue_ticket(conn: psycopg.Connection, token_id: int) -> tuple[str, datetime]:
+    """A short-lived stream ticket standing for ``token_id``; only its hash is stored."""
+    ticket = "st_" + secrets.token_urlsafe(24)
+    with conn.transaction():
+        conn.execute("DELETE FROM stream_tickets WHERE expires_at < now()")
+        row = conn.execute("INSERT INTO stream_tickets (ticket_hash, token_id, expires_at) "
+                           "VALUES (%s, %s, now() + make_interval(secs => %s)) RETURNING expires_at",
+                           (hash_token(ticket), token_id, STREAM_TICKET_TTL_S)).fetchone()
+    assert row is not None
+    return ticket, row[0]
+
+
+def redeem_ticket(conn: psycopg.Connection, ticket: str) -> tuple[str, str | None, int] | None:
+    """(role, label, id) of the token behind an unexpired ticket, if that token is still valid."""
+    row = conn.execute(
+        "SELECT t.role, t.label, t.id FROM stream_tickets s JOIN api_tokens t ON t.id = s.token_id "
+        "WHERE s.ticket_hash = %s AND s.expires_at > now() "
+        "AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now())",
+        (hash_token(ticket),)).fetchone()
+    return None if row is None else (str(row[0]), None if row[1] is None else str(row[1]), int(row[2]))
+
+
 def token_is_valid(conn: psycopg.Connection, token_id: int) -> bool:
     row = conn.execute(f"SELECT 1 FROM api_tokens WHERE id = %s AND {_VALID}", (token_id,)).fetchone()
     return row is not None

@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     api_db_pool_max: int = 8
+    # Open event streams allowed per API token and per API process (429 beyond).
+    api_streams_per_token: int = 4
+    api_streams_total: int = 200
     # Largest request body accepted (413 beyond it, before the body is read).
     api_max_body_bytes: int = 1024 * 1024
     # EPCIS export: locations have no GLN here, so they are URNs under this base. Event ids are the

@@ -20,20 +20,50 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ValidationError
 
-from api.auth import Principal, bearer_token
-from api.db import POOL_WAIT_S, pool_of, settings_of
-from api.errors import InvalidInputError, UnauthorizedError
-from api.schemas.common import rfc3339
+from api.auth import Principal, Viewer, bearer_token
+from api.db import POOL_WAIT_S, Conn, pool_of
+from api.errors import InvalidInputError, TooManyRequestsError, UnauthorizedError
+from api.hub import EventHub, StreamLimitError, Subscriber
+from api.schemas.common import UtcDatetime, rfc3339
 from api.schemas.reads import AlarmOut, MovementOut
 from api.store import events as store
-from api.tokens import lookup_token
+from api.store.stream import follow
+from api.tokens import issue_ticket, lookup_token, redeem_ticket
 
 log = logging.getLogger("cargotrace.api.events")
 router = APIRouter(tags=["events"])
 
 HEARTBEAT_S = 15.0
+# How often an open stream re-checks its token: a revoked or expired token's stream ends within it.
+REVALIDATE_S = 5.0
 # What an EventSource waits before reconnecting after the stream drops (milliseconds).
 RETRY_MS = 2000
+
+class StreamTicketOut(BaseModel):
+    ticket: str
+    expires_at: UtcDatetime
+
+
+def stream_principal(request: Request, ticket: Annotated[str | None, Query(
+        description="extension, on this endpoint only: a stream ticket from `POST /stream-tickets`, for "
+                    "browsers' EventSource, which cannot send headers (valid 60 s; never put an API token "
+                    "in a URL).")] = None) -> Principal:
+    """Any valid token (viewer or above), by header or ticket; the connection is given back before
+    the stream starts, so a long-lived stream never holds one of the pool's connections."""
+    with pool_of(request).connection(timeout=POOL_WAIT_S) as conn:
+        if ticket is not None and not request.headers.get("authorization"):
+            found = redeem_ticket(conn, ticket)
+            if found is None:
+                raise UnauthorizedError("invalid or expired stream ticket; get a new one from POST /stream-tickets")
+        else:
+            found = lookup_token(conn, bearer_token(request))
+            if found is None:
+                raise UnauthorizedError("invalid, expired or revoked token")
+    return Principal(*found)
+
+
+StreamViewer = Annotated[Principal, Depends(stream_principal)]
+
 
 _EVENT_ID = re.compile(r"[0-9]{1,19}")
 _MAX_EVENT_ID = 2**63 - 1
@@ -42,23 +72,6 @@ _SHAPES: dict[str, Callable[[dict[str, Any]], BaseModel]] = {
     "movement": MovementOut.model_validate,
     "alarm": AlarmOut.model_validate,
 }
-
-
-def stream_principal(request: Request, access_token: Annotated[str | None, Query(
-        description="extension, on this endpoint only: the API token, for browsers' EventSource, which "
-                    "cannot send headers. Prefer the Authorization header elsewhere.")] = None) -> Principal:
-    """Any valid token (viewer or above); the connection is given back before the stream starts,
-    so a long-lived stream never holds one of the pool's connections."""
-    token = bearer_token(request) if access_token is None or request.headers.get("authorization") else access_token
-    with pool_of(request).connection(timeout=POOL_WAIT_S) as conn:
-        found = lookup_token(conn, token)
-    if found is None:
-        raise UnauthorizedError("invalid or revoked token")
-    return Principal(*found)
-
-
-StreamViewer = Annotated[Principal, Depends(stream_principal)]
-
 
 def _resume_from(header: str | None, query: str | None) -> int | None:
     raw = header if header not in (None, "") else query
@@ -100,14 +113,29 @@ def _frame(item: store.StreamItem) -> str:
     return ": heartbeat\n\n"
 
 
-async def _frames(database_url: str, after: int | None) -> AsyncIterator[str]:
-    async for item in store.follow(database_url, after, HEARTBEAT_S):
-        yield _frame(item)
+async def _frames(request: Request, hub: EventHub, sub: Subscriber, after: int | None) -> AsyncIterator[str]:
+    pool = pool_of(request)
+    try:
+        async for item in follow(pool, hub, sub, after, HEARTBEAT_S, REVALIDATE_S):
+            yield _frame(item)
+    finally:
+        hub.unsubscribe(sub)
+
+
+@router.post("/stream-tickets", status_code=201)
+def create_stream_ticket(conn: Conn, who: Viewer) -> StreamTicketOut:
+    """Extension: a short-lived ticket (60 s) for `GET /events/stream?ticket=`, so that a browser's
+    EventSource never carries the long-lived API token in its URL. Reusable until it expires (an
+    EventSource reconnects with the same URL); the stream it opens still closes within 15 s when the
+    token behind it is revoked."""
+    ticket, expires_at = issue_ticket(conn, who.token_id)
+    return StreamTicketOut(ticket=ticket, expires_at=expires_at)
 
 
 @router.get("/events/stream", response_class=StreamingResponse,
-            responses={200: {"content": {"text/event-stream": {}}, "description": "an endless event stream"}})
-async def event_stream(request: Request, _: StreamViewer,
+            responses={200: {"content": {"text/event-stream": {}}, "description": "an endless event stream"},
+                       429: {"description": "too many open streams for this token or in total"}})
+async def event_stream(request: Request, who: StreamViewer,
                        last_event_id: Annotated[str | None, Header(description="resume after this event id")] = None,
                        last_event_id_query: Annotated[str | None, Query(
                            alias="lastEventId", description="extension: the same, for a client that reconnects "
@@ -115,8 +143,14 @@ async def event_stream(request: Request, _: StreamViewer,
     """Movements, shipment events, alarm changes and device changes, within a second of their
     commit. Starts with `event: ready` (`{"after": id}`, no `id:`) once the stream is live; a
     `: heartbeat` comment follows every 15 s of silence. Auth: the Bearer header, or (extension,
-    this endpoint only) `?access_token=`."""
+    this endpoint only) `?ticket=` from `POST /stream-tickets`. At most 4 open streams per token and
+    200 per API process (429 beyond); the stream closes within 15 s of its token's revocation or
+    expiry."""
     after = _resume_from(last_event_id, last_event_id_query)
+    hub: EventHub = request.app.state.hub
+    try:
+        sub = hub.subscribe(who.token_id)
+    except StreamLimitError as exc:
+        raise TooManyRequestsError(str(exc), {"Retry-After": "10"}) from None
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy buffering of the stream
-    return StreamingResponse(_frames(settings_of(request).database_url, after), media_type="text/event-stream",
-                             headers=headers)
+    return StreamingResponse(_frames(request, hub, sub, after), media_type="text/event-stream", headers=headers)

@@ -1,21 +1,18 @@
 """The live operations picture: following the events outbox, and the overview counts.
 
 Events are written by triggers (migration 0010) in commit order and announced with
-``NOTIFY cargotrace_events``. A follower LISTENs on its own connection (a pooled connection
-cannot be kept for the life of a stream) and reads ``id > last``: the notification is only a
-wake-up, so a lost one costs at most one heartbeat interval, and every API process, each with its
-own followers, sees every event.
+``NOTIFY cargotrace_events``. Each API process has ONE listening connection (``api/hub.py``) that
+reads ``id > last`` on every notification and fans the rows out to its streams: the notification
+is only a wake-up, so a lost one costs at most the hub's poll interval, and every API process
+sees every event.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
-from time import monotonic
 from typing import Any
 
-import anyio
 import psycopg
 from psycopg.rows import dict_row
 
@@ -24,8 +21,6 @@ from api.store.records import Row
 CHANNEL = "cargotrace_events"
 # Rows read per query while catching up; a reconnect after a long gap replays in pages.
 REPLAY_PAGE = 500
-# Names the followers' connections in pg_stat_activity (one per open stream).
-APPLICATION_NAME = "cargotrace-events"
 
 
 @dataclass(frozen=True)
@@ -59,45 +54,6 @@ async def events_after(conn: psycopg.AsyncConnection, after: int, limit: int) ->
 
 
 StreamItem = Ready | OutboxEvent | Heartbeat
-
-
-async def follow(database_url: str, after: int | None, heartbeat_s: float) -> AsyncIterator[StreamItem]:
-    """``Ready``, then the events after ``after`` (None: only new ones), then new events as they
-    commit, with a ``Heartbeat`` after every ``heartbeat_s`` of silence. Runs until cancelled."""
-    conn = await psycopg.AsyncConnection.connect(database_url, autocommit=True, connect_timeout=5,
-                                                 application_name=APPLICATION_NAME)
-    try:
-        # LISTEN before reading the head: an event committed in between is then both above the
-        # head and announced, never neither.
-        await conn.execute(f"LISTEN {CHANNEL}")
-        latest = await head(conn)
-        # An id above the head comes from another database (restored, or rebuilt in tests):
-        # resuming from it would hide every new event until the ids catch up.
-        last = latest if after is None or after > latest else after
-        yield Ready(last)
-        quiet_since = monotonic()
-        while True:
-            batch = await events_after(conn, last, REPLAY_PAGE)
-            for event in batch:
-                yield event
-                last = event.id
-            if batch:
-                quiet_since = monotonic()
-                if len(batch) == REPLAY_PAGE:
-                    continue
-            wait = heartbeat_s - (monotonic() - quiet_since)
-            if wait <= 0:
-                yield Heartbeat()
-                quiet_since = monotonic()
-                continue
-            # Returns on the first notification or after `wait`; either way the outbox is read
-            # again, which also covers a notification lost while the connection was busy.
-            async for _ in conn.notifies(timeout=wait, stop_after=1):
-                pass
-    finally:
-        # Shielded: the stream ends by cancellation when the client goes away.
-        with anyio.CancelScope(shield=True):
-            await conn.close()
 
 
 # --- the overview the dashboard opens with -------------------------------------------------------
