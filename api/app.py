@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from api.audit import AuditLog
 from api.db import open_pool
+from api.docs import install_docs
 from api.errors import install_error_handlers
 from api.hub import EventHub
 from api.limits import BodyLimit
@@ -43,7 +44,7 @@ def create_app(settings: Settings) -> FastAPI:
         version="1",
         summary="Warehouse and logistics telemetry: master data, stock ledger, shipments, alarms.",
         openapi_url=f"{API_PREFIX}/openapi.json",
-        docs_url="/docs",
+        docs_url=None,  # served by api/docs.py from local files
         redoc_url=None,
         lifespan=lifespan,
     )
@@ -55,5 +56,6 @@ def create_app(settings: Settings) -> FastAPI:
     for module in (health, master_data, devices, shipments, ledger, dead_letters, alarms, epcis, tickets, tracking):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(audit_router, prefix=API_PREFIX)
+    install_docs(app, f"{API_PREFIX}/openapi.json")
     install_dashboard(app, API_PREFIX)  # live events, telemetry, the dashboard and tracking pages
     return app

@@ -186,3 +186,14 @@ def test_only_admins_cancel_shipments(world: psycopg.Connection, client_for: Cli
     assert (refused.status_code, refused.json()["error"]["code"]) == (403, "forbidden")
     assert world.execute("SELECT status FROM shipments WHERE ref = 'SHP-C'").fetchone() != ("cancelled",)
     assert client_for("admin").post("/api/v1/shipments/SHP-C/cancel").status_code == 200
+
+
+def test_docs_are_served_without_any_cdn(world: psycopg.Connection, client_for: ClientFor) -> None:
+    client = client_for("viewer")
+    docs = client.get("/docs")
+    assert docs.status_code == 200
+    assert "http://" not in docs.text.replace("http://www.w3.org", "") and "https://" not in docs.text
+    assert "cdn" not in docs.text.lower()
+    for asset in ("/docs-assets/swagger-ui-bundle.js", "/docs-assets/swagger-ui.css"):
+        response = client.get(asset)
+        assert response.status_code == 200 and len(response.content) > 10_000, asset

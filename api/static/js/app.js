@@ -57,7 +57,7 @@ async function startLive() {
   // The overview's head is the outbox id its counts include: the stream continues exactly there.
   const overview = await api("/overview", { params: { since: localMidnight() } });
   state.live = connectLive({
-    token: token(),
+    ticket: async () => (await api("/stream-tickets", { method: "POST" })).ticket,
     after: overview.events_head,
     onEvent: (kind, data) => {
       document.body.dataset.lastEvent = kind;
