@@ -7,9 +7,13 @@ process in its own session (not ``mosquitto -d``), so its pid is known and paths
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import json
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -19,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from devices.broker_accounts import BrokerError
-from runtime.settings import Settings
+from runtime.settings import Settings, write_private
 
 START_TIMEOUT_S = 10.0
 # Mosquitto writes its whole database on SIGTERM; with a large backlog that takes a while.
@@ -156,19 +160,58 @@ def _listener_line(template: str, port: int) -> str:
 
 
 def _ensure_dynsec_file(settings: Settings, paths: _Paths) -> None:
+    """The initial dynamic-security file: the admin client and role, receive denied by default.
+
+    Written here rather than by ``mosquitto_ctrl dynsec init FILE USER PASSWORD``, which takes the
+    password on its command line, readable by every local user in /proc/<pid>/cmdline while it
+    runs. Same format as that command writes (PBKDF2-SHA512, base64 salt and hash, verified against
+    Mosquitto 2.0.11), created 0600 in one step.
+    """
     if paths.dynsec.exists():
         return
     if not settings.mqtt_admin_password:
         raise BrokerError(
             "no broker admin password: set CARGOTRACE_MQTT_ADMIN_PASSWORD or load the settings with create_secrets=True"
         )
-    ctrl = _find_binary("mosquitto_ctrl")
-    command = [ctrl, "dynsec", "init", str(paths.dynsec), settings.mqtt_admin_user, settings.mqtt_admin_password]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        output = (result.stderr or result.stdout).strip()
-        raise BrokerError(f"`mosquitto_ctrl dynsec init {paths.dynsec}` failed: {output}")
-    paths.dynsec.chmod(0o600)
+    write_private(paths.dynsec, json.dumps(dynsec_initial_config(settings.mqtt_admin_user,
+                                                                 settings.mqtt_admin_password), indent=2))
+
+
+_ADMIN_ROLE = "admin"
+# Dynsec's own default is 101; a higher count costs only the admin's rare logins.
+_ADMIN_HASH_ITERATIONS = 10_000
+
+
+def dynsec_initial_config(user: str, password: str) -> dict[str, Any]:
+    salt = secrets.token_bytes(12)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, _ADMIN_HASH_ITERATIONS, 64)
+    admin_acls = [
+        {"acltype": acltype, "topic": topic, "allow": True}
+        for acltype, topic in (
+            ("publishClientSend", "$CONTROL/dynamic-security/#"),
+            ("publishClientReceive", "$CONTROL/dynamic-security/#"),
+            ("subscribePattern", "$CONTROL/dynamic-security/#"),
+            ("publishClientReceive", "$SYS/#"),
+            ("subscribePattern", "$SYS/#"),
+            ("publishClientReceive", "#"),
+            ("subscribePattern", "#"),
+            ("unsubscribePattern", "#"),
+        )
+    ]
+    return {
+        "clients": [{
+            "username": user,
+            "textName": "cargotrace broker admin",
+            "password": base64.b64encode(digest).decode(),
+            "salt": base64.b64encode(salt).decode(),
+            "iterations": _ADMIN_HASH_ITERATIONS,
+            "roles": [{"rolename": _ADMIN_ROLE}],
+        }],
+        "roles": [{"rolename": _ADMIN_ROLE, "acls": admin_acls}],
+        # Deny by default from the first start (devices/broker_accounts.py keeps it so).
+        "defaultACLAccess": {"publishClientSend": False, "publishClientReceive": False, "subscribe": False,
+                             "unsubscribe": True},
+    }
 
 
 def _check_plugins_installed(settings: Settings, template: str) -> None:

@@ -105,6 +105,17 @@ class Settings(BaseSettings):
         return self.state_dir / "broker"
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically, readable by the owner only FROM THE START: the file is
+    created with mode 0600 by open(2) itself, never written first and chmod-ed after."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    tmp.replace(path)
+
+
 def _read_secrets(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
@@ -129,10 +140,7 @@ def load_settings(*, create_secrets: bool = False, **overrides: Any) -> Settings
             fill[name] = _secrets.token_urlsafe(24)
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         stored.update(fill)
-        tmp = settings.secrets_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(stored, indent=2))
-        os.chmod(tmp, 0o600)
-        tmp.replace(settings.secrets_file)
+        write_private(settings.secrets_file, json.dumps(stored, indent=2))
     if not fill:
         return settings
     return settings.model_copy(update=fill)
