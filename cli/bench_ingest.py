@@ -74,7 +74,8 @@ class BenchResult:
 def bench_settings(base: Settings, workers: int) -> Settings:
     state = base.state_dir / "bench"
     shutil.rmtree(state, ignore_errors=True)
-    return load_settings(create_secrets=True, state_dir=state, mqtt_port=free_port(),
+    # The benchmark measures the plain listener: no TLS port to collide with a running stack.
+    return load_settings(create_secrets=True, state_dir=state, mqtt_port=free_port(), mqtt_tls=False, mqtt_tls_port=0,
                          database_url=make_conninfo(base.database_url, dbname="cargotrace_bench"),
                          ingest_group="bench", ingest_client_prefix="bench-ingest", ingest_workers=workers,
                          log_level="WARNING")

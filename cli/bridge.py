@@ -51,7 +51,9 @@ def scanner(
         console.print("[red]error:[/red] --terminator must be crlf, cr or lf")
         raise typer.Exit(2)
     try:
-        run_scanner_bridge(port, device, _password(password), host=settings.mqtt_host, port_mqtt=settings.mqtt_port,
+        run_scanner_bridge(port, device, _password(password), host=settings.mqtt_host,
+                           port_mqtt=settings.mqtt_client_port,
+                           ca_file=str(settings.mqtt_ca_path) if settings.mqtt_tls else None,
                            prefix=settings.topic_prefix,
                            buffer_path=buffer or settings.state_dir / f"bridge-{device}.db", baudrate=baudrate,
                            terminator=ends[terminator], separator=separator, mode=mode, location=location)
@@ -73,7 +75,9 @@ def gps(
     settings = load_settings()
     configure_logging(settings.log_level)
     try:
-        run_gps_bridge(port, device, _password(password), host=settings.mqtt_host, port_mqtt=settings.mqtt_port,
+        run_gps_bridge(port, device, _password(password), host=settings.mqtt_host,
+                       port_mqtt=settings.mqtt_client_port,
+                       ca_file=str(settings.mqtt_ca_path) if settings.mqtt_tls else None,
                        prefix=settings.topic_prefix,
                        buffer_path=buffer or settings.state_dir / f"bridge-{device}.db", baudrate=baudrate,
                        interval_s=interval)

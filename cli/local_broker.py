@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cli.broker_tls import broker_tls
 from devices.broker_accounts import BrokerError
 from runtime.settings import Settings, write_private
 
@@ -61,6 +62,11 @@ def start_local_broker(settings: Settings) -> int:
             f"port {settings.mqtt_port} on {settings.mqtt_host} is already taken by another process; "
             "stop it or choose another port with CARGOTRACE_MQTT_PORT"
         )
+    if settings.mqtt_tls_port and _port_answers(settings.mqtt_host, settings.mqtt_tls_port):
+        raise BrokerError(
+            f"the TLS port {settings.mqtt_tls_port} on {settings.mqtt_host} is already taken by another process; "
+            "choose another with CARGOTRACE_MQTT_TLS_PORT (0: no TLS listener)"
+        )
     mosquitto = _find_binary(settings.mosquitto_bin)
     template = _read_project_config(settings)
     _check_plugins_installed(settings, template)
@@ -96,7 +102,7 @@ def local_broker_status(settings: Settings) -> dict[str, Any]:
     paths = _Paths(settings)
     pid = _our_pid(paths)
     running = pid is not None and _port_answers(settings.mqtt_host, settings.mqtt_port)
-    return {"running": running, "pid": pid, "port": settings.mqtt_port}
+    return {"running": running, "pid": pid, "port": settings.mqtt_port, "tls_port": settings.mqtt_tls_port or None}
 
 
 # --- runtime configuration -------------------------------------------------------------------------
@@ -133,7 +139,18 @@ def _render_config(settings: Settings, paths: _Paths, template: str) -> str:
         elif name == "listener":
             lines.append(line)
     lines += [line for name, line in overrides.items() if name not in seen]
+    if settings.mqtt_tls_port:
+        lines += _tls_listener(settings, template)
     return "\n".join(lines) + "\n"
+
+
+def _tls_listener(settings: Settings, template: str) -> list[str]:
+    """The second listener: same bind address, TLS 1.2+ with the broker's certificate."""
+    tls = broker_tls(settings)
+    bind = _listener_line(template, settings.mqtt_tls_port)
+    return ["", "# TLS listener (CARGOTRACE_MQTT_TLS_PORT), certificate from cli/broker_tls.py or the configured files",
+            bind, "protocol mqtt", f"cafile {tls.cafile}", f"certfile {tls.certfile}", f"keyfile {tls.keyfile}",
+            "tls_version tlsv1.2"]
 
 
 def _read_project_config(settings: Settings) -> str:

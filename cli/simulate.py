@@ -52,6 +52,7 @@ def simulate(
             raise typer.Exit(2)
         return
     from cli.main import _settings
+    from runtime.mqtt_tls import tls_context
 
     settings = _settings()
     if token is None:
@@ -63,7 +64,8 @@ def simulate(
     url = api_url or f"http://{settings.api_host}:{settings.api_port}"
     try:
         report = run_scenario(scenario, api_url=url, admin_token=token, broker_host=settings.mqtt_host,
-                              broker_port=settings.mqtt_port, topic_prefix=settings.topic_prefix, seed=seed,
+                              broker_port=settings.mqtt_client_port, tls=tls_context(settings),
+                              topic_prefix=settings.topic_prefix, seed=seed,
                               speedup=speedup, duration_s=duration, devices=devices, rate=rate, offline=not online,
                               run_id=run_id, progress=True)
     except (ValueError, ApiError, RunnerError) as exc:

@@ -23,6 +23,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+from runtime.mqtt_tls import apply_tls
 from runtime.settings import Settings
 
 CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
@@ -83,7 +84,8 @@ class BrokerAccounts:
         self._settings = settings
         self._timeout = timeout
         self._prefix = settings.topic_prefix
-        self._client = _mqtt_client("cargotrace-admin", settings.mqtt_admin_user, settings.mqtt_admin_password)
+        self._client = _mqtt_client("cargotrace-admin", settings.mqtt_admin_user, settings.mqtt_admin_password,
+                                    settings)
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
@@ -107,9 +109,9 @@ class BrokerAccounts:
         self.close()
 
     def connect(self) -> None:
-        where = f"{self._settings.mqtt_host}:{self._settings.mqtt_port}"
+        where = f"{self._settings.mqtt_host}:{self._settings.mqtt_client_port}"
         try:
-            self._client.connect(self._settings.mqtt_host, self._settings.mqtt_port, keepalive=30)
+            self._client.connect(self._settings.mqtt_host, self._settings.mqtt_client_port, keepalive=30)
         except OSError as exc:
             raise BrokerError(
                 f"cannot reach the MQTT broker at {where} ({exc}); start it (`cargotrace up`) or set "
@@ -257,9 +259,9 @@ class BrokerAccounts:
             self._ensure_role(self._device_role(device_id), self._device_acls(device_id))
 
     def _credentials_work(self, username: str, password: str) -> bool:
-        probe = _mqtt_client("cargotrace-probe", username, password)
+        probe = _mqtt_client("cargotrace-probe", username, password, self._settings)
         try:
-            probe.connect(self._settings.mqtt_host, self._settings.mqtt_port, keepalive=10)
+            probe.connect(self._settings.mqtt_host, self._settings.mqtt_client_port, keepalive=10)
         except OSError as exc:
             raise BrokerError(f"cannot reach the MQTT broker to check {username!r}: {exc}") from exc
         done = threading.Event()
@@ -345,12 +347,13 @@ class BrokerAccounts:
         return sorted(c["username"] for c in clients if self._device_role(c["username"]) in _role_names(c))
 
 
-def _mqtt_client(id_prefix: str, username: str, password: str) -> mqtt.Client:
+def _mqtt_client(id_prefix: str, username: str, password: str, settings: Settings) -> mqtt.Client:
     # A unique client id: several admin sessions (CLI, API) may be connected at once.
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2, client_id=f"{id_prefix}-{uuid.uuid4().hex[:12]}", protocol=mqtt.MQTTv5
     )
     client.username_pw_set(username, password)
+    apply_tls(client, settings)
     return client
 
 

@@ -51,6 +51,8 @@ class BrokerTarget:
     prefix: str
     device_id: str
     password: str
+    # TLS when set: the CA file the broker's certificate is verified against.
+    ca_file: str | None = None
 
     def topic(self, kind: str) -> str:
         return f"{self.prefix}/dev/{self.device_id}/{kind}"
@@ -127,6 +129,8 @@ class BufferedPublisher:
         # The broker binds each device account to the client id equal to its device id.
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=target.device_id, protocol=mqtt.MQTTv5)
         self._client.username_pw_set(target.device_id, target.password)
+        if target.ca_file:
+            self._client.tls_set(ca_certs=target.ca_file)
         self._client.reconnect_delay_set(*reconnect_delay_s)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect

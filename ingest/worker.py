@@ -32,6 +32,7 @@ from ingest.decode import DeadLetter, Inbound
 from ingest.pipeline import PipelineConfig, process_batch
 from ingest.rfid_sweep import sweep
 from ingest.store import BatchResult, store_dead_letters
+from runtime.mqtt_tls import apply_tls
 from runtime.settings import Settings
 
 log = logging.getLogger("cargotrace.ingest")
@@ -79,6 +80,7 @@ class IngestWorker:
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
                              protocol=mqtt.MQTTv5, manual_ack=True)
         client.username_pw_set(self.settings.mqtt_service_user, self.settings.mqtt_service_password)
+        apply_tls(client, self.settings)
         client.reconnect_delay_set(min_delay=1, max_delay=15)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -98,7 +100,7 @@ class IngestWorker:
                          options=SubscribeOptions(qos=1, retainHandling=2, retainAsPublished=True))
         self._connected.set()
         log.info("%s: connected to %s:%s, subscribed to %s", self.client_id, self.settings.mqtt_host,
-                 self.settings.mqtt_port, subscription(self.settings))
+                 self.settings.mqtt_client_port, subscription(self.settings))
 
     def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, reason: ReasonCode,
                        _p: object) -> None:
@@ -128,16 +130,16 @@ class IngestWorker:
         props.SessionExpiryInterval = self.settings.ingest_session_expiry_s
         props.ReceiveMaximum = self.settings.ingest_inflight
         try:
-            self._client.connect(self.settings.mqtt_host, self.settings.mqtt_port, keepalive=30,
+            self._client.connect(self.settings.mqtt_host, self.settings.mqtt_client_port, keepalive=30,
                                  clean_start=False, properties=props)
         except OSError as exc:
             raise StoreError(f"cannot reach the MQTT broker at {self.settings.mqtt_host}:"
-                             f"{self.settings.mqtt_port}: {exc}. Start it with `cargotrace up` or set "
+                             f"{self.settings.mqtt_client_port}: {exc}. Start it with `cargotrace up` or set "
                              "CARGOTRACE_MQTT_HOST/CARGOTRACE_MQTT_PORT.") from None
         self._client.loop_start()
         if not self._connected.wait(timeout):
             self._client.loop_stop()
-            raise StoreError(f"the MQTT broker at {self.settings.mqtt_host}:{self.settings.mqtt_port} did not "
+            raise StoreError(f"the MQTT broker at {self.settings.mqtt_host}:{self.settings.mqtt_client_port} did not "
                              "accept the ingest service account in time (see the log above)")
 
     # --- database --------------------------------------------------------------------------------

@@ -40,6 +40,15 @@ class Settings(BaseSettings):
     mqtt_service_password: str = ""
     mqtt_admin_user: str = "cargotrace-admin"
     mqtt_admin_password: str = ""
+    # TLS. The local broker listens on mqtt_tls_port with TLS as well as on mqtt_port (0: no TLS
+    # listener); with mqtt_tls the platform's clients connect there, verifying the broker against
+    # mqtt_ca_file (default: the CA `cargotrace up` generated in <state_dir>/broker/tls/).
+    mqtt_tls: bool = False
+    mqtt_tls_port: int = 8884
+    mqtt_ca_file: Path | None = None
+    # The broker's own certificate and key; unset: generated for the local stack.
+    broker_tls_certfile: Path | None = None
+    broker_tls_keyfile: Path | None = None
 
     # --- local state ----------------------------------------------------------------------------
     state_dir: Path = PROJECT_ROOT / ".cargotrace"
@@ -103,6 +112,15 @@ class Settings(BaseSettings):
     @property
     def broker_dir(self) -> Path:
         return self.state_dir / "broker"
+
+    @property
+    def mqtt_ca_path(self) -> Path:
+        return self.mqtt_ca_file or self.broker_dir / "tls" / "ca.crt"
+
+    @property
+    def mqtt_client_port(self) -> int:
+        """The port the platform's own MQTT clients connect to (TLS or plain)."""
+        return self.mqtt_tls_port if self.mqtt_tls else self.mqtt_port
 
 
 def write_private(path: Path, text: str) -> None:

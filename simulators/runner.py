@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import resource
+import ssl
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -90,7 +91,7 @@ def stats_table(stats: RunStats, clock: SimClock, title: str) -> Table:
 async def run_devices(host: str, port: int, topic_prefix: str, passwords: Mapping[str, str],
                       streams: Mapping[str, Iterable[Message]], clock: SimClock, *, window: int = 100,
                       connect_concurrency: int = 64, progress: bool = False, title: str = "simulation",
-                      stats: RunStats | None = None) -> RunStats:
+                      stats: RunStats | None = None, tls: ssl.SSLContext | None = None) -> RunStats:
     """Connect every device in ``streams`` and publish its messages on simulated time."""
     stats = stats or RunStats()
     stats.devices = len(streams)
@@ -104,7 +105,7 @@ async def run_devices(host: str, port: int, topic_prefix: str, passwords: Mappin
     async with AsyncExitStack() as stack:
         if live is not None:
             stack.enter_context(live)
-        clients = await _connect_all(stack, host, port, passwords, list(streams), stats, connect_concurrency)
+        clients = await _connect_all(stack, host, port, passwords, list(streams), stats, connect_concurrency, tls)
         stats.started = time.monotonic()
         loop = asyncio.get_running_loop()
         t0 = loop.time()
@@ -124,13 +125,14 @@ async def run_devices(host: str, port: int, topic_prefix: str, passwords: Mappin
 
 
 async def _connect_all(stack: AsyncExitStack, host: str, port: int, passwords: Mapping[str, str],
-                       device_ids: list[str], stats: RunStats, concurrency: int) -> dict[str, aiomqtt.Client]:
+                       device_ids: list[str], stats: RunStats, concurrency: int,
+                       tls: ssl.SSLContext | None) -> dict[str, aiomqtt.Client]:
     gate = asyncio.Semaphore(concurrency)
     clients: dict[str, aiomqtt.Client] = {}
 
     async def connect(device_id: str) -> None:
         client = aiomqtt.Client(host, port, username=device_id, password=passwords[device_id],
-                                identifier=device_id, protocol=aiomqtt.ProtocolVersion.V5,
+                                identifier=device_id, tls_context=tls, protocol=aiomqtt.ProtocolVersion.V5,
                                 keepalive=60, max_inflight_messages=1000, timeout=30)
         async with gate:
             try:

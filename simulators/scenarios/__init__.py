@@ -7,6 +7,7 @@ Each scenario module documents what the platform should show afterwards; the sam
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -103,7 +104,8 @@ def plan_scenario(name: str, options: ScenarioOptions, now: datetime | None = No
 async def arun_scenario(name: str, *, api_url: str, admin_token: str, broker_host: str, broker_port: int,
                         topic_prefix: str = "cargotrace/v1", seed: int = 1, speedup: float = 60.0,
                         duration_s: float = 300.0, devices: int | None = None, rate: float | None = None,
-                        offline: bool = True, run_id: str | None = None, progress: bool = True) -> ScenarioReport:
+                        offline: bool = True, run_id: str | None = None, progress: bool = True,
+                        tls: ssl.SSLContext | None = None) -> ScenarioReport:
     options = ScenarioOptions(seed=seed, speedup=speedup, duration_s=duration_s, devices=devices, rate=rate,
                               offline=offline, run_id=run_id)
     ctx, plan = plan_scenario(name, options)
@@ -117,7 +119,7 @@ async def arun_scenario(name: str, *, api_url: str, admin_token: str, broker_hos
                       f"{len(plan.devices)} devices in {provision_s:.1f} s; simulating "
                       f"{ctx.clock.sim_start:%Y-%m-%d %H:%M}-{ctx.clock.sim_end:%H:%M} UTC at x{speedup:g}")
     stats = await run_devices(broker_host, broker_port, topic_prefix, passwords, plan.streams, ctx.clock,
-                              progress=progress, title=f"cargotrace simulate {name}")
+                              progress=progress, title=f"cargotrace simulate {name}", tls=tls)
     report = ScenarioReport(name, ctx.tag, seed, ctx.clock.sim_start, ctx.clock.sim_end, speedup, len(plan.devices),
                             plan.message_count, dict(stats.published), stats.failed, stats.elapsed_s, provision_s,
                             plan.expected, plan.shows, [d.device_id for d in plan.devices])
@@ -130,12 +132,13 @@ async def arun_scenario(name: str, *, api_url: str, admin_token: str, broker_hos
 def run_scenario(name: str, *, api_url: str, admin_token: str, broker_host: str, broker_port: int,
                  topic_prefix: str = "cargotrace/v1", seed: int = 1, speedup: float = 60.0,
                  duration_s: float = 300.0, devices: int | None = None, rate: float | None = None,
-                 offline: bool = True, run_id: str | None = None, progress: bool = True) -> ScenarioReport:
+                 offline: bool = True, run_id: str | None = None, progress: bool = True,
+                 tls: ssl.SSLContext | None = None) -> ScenarioReport:
     """Provision the scenario's world through the API and play it over MQTT; blocks until done."""
     return asyncio.run(arun_scenario(name, api_url=api_url, admin_token=admin_token, broker_host=broker_host,
                                      broker_port=broker_port, topic_prefix=topic_prefix, seed=seed, speedup=speedup,
                                      duration_s=duration_s, devices=devices, rate=rate, offline=offline,
-                                     run_id=run_id, progress=progress))
+                                     run_id=run_id, progress=progress, tls=tls))
 
 
 def _provision(api_url: str, admin_token: str, plan: ScenarioPlan) -> dict[str, str]:

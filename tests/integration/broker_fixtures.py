@@ -24,7 +24,8 @@ def free_port() -> int:
 
 def broker_test_settings(state_dir: Path) -> Settings:
     """Settings for a private broker: own state directory (secrets, dynsec file) and a free port."""
-    return load_settings(create_secrets=True, state_dir=state_dir, mqtt_host="127.0.0.1", mqtt_port=free_port())
+    return load_settings(create_secrets=True, state_dir=state_dir, mqtt_host="127.0.0.1", mqtt_port=free_port(),
+                         mqtt_tls_port=free_port())
 
 
 def start_test_broker(settings: Settings) -> None:

@@ -34,7 +34,8 @@ def env(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator
     url = make_conninfo(database_url, dbname=f"{conninfo_to_dict(database_url)['dbname']}_cli")
     recreate_database(url)
     values = {**os.environ, "CARGOTRACE_STATE_DIR": str(tmp_path_factory.mktemp("cli-state")),
-              "CARGOTRACE_MQTT_PORT": str(free_port()), "CARGOTRACE_API_PORT": str(free_port()),
+              "CARGOTRACE_MQTT_PORT": str(free_port()), "CARGOTRACE_MQTT_TLS_PORT": str(free_port()),
+              "CARGOTRACE_API_PORT": str(free_port()),
               "CARGOTRACE_DATABASE_URL": url, "CARGOTRACE_INGEST_WORKERS": "1", "CARGOTRACE_LOG_LEVEL": "WARNING"}
     yield values
     subprocess.run([*CLI, "down"], env=values, cwd=ROOT, capture_output=True, timeout=90, check=False)
