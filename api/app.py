@@ -29,7 +29,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = open_pool(settings)
         app.state.pool = pool
-        hub = EventHub(settings.database_url, per_token=settings.api_streams_per_token,
+        hub = EventHub(settings.api_url, per_token=settings.api_streams_per_token,
                        total=settings.api_streams_total)
         app.state.hub = hub
         hub.start()

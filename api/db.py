@@ -24,7 +24,7 @@ def open_pool(settings: Settings) -> ConnectionPool:
     """A pool of autocommit connections: every write runs in an explicit ``conn.transaction()``,
     so it is committed before the response is sent, not when the dependency is torn down."""
     pool: ConnectionPool = ConnectionPool(
-        settings.database_url,
+        settings.api_url,  # the API's least-privilege role when configured, else database_url
         min_size=1,
         max_size=max(1, settings.api_db_pool_max),
         kwargs={"autocommit": True, "connect_timeout": 5},

@@ -84,6 +84,12 @@ def redeem_ticket(conn: psycopg.Connection, ticket: str) -> tuple[str, str | Non
     return None if row is None else (str(row[0]), None if row[1] is None else str(row[1]), int(row[2]))
 
 
+def role_of(conn: psycopg.Connection, token: str) -> str | None:
+    """The role of a valid token (not revoked, not expired); None otherwise."""
+    found = lookup_token(conn, token)
+    return None if found is None else found[0]
+
+
 def token_is_valid(conn: psycopg.Connection, token_id: int) -> bool:
     row = conn.execute(f"SELECT 1 FROM api_tokens WHERE id = %s AND {_VALID}", (token_id,)).fetchone()
     return row is not None

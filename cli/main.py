@@ -68,11 +68,25 @@ def _with_db(settings: Settings, fn: Callable[[psycopg.Connection], T]) -> T:
         return fn(conn)
 
 
+def with_service_roles(settings: Settings) -> Settings:
+    """The settings the services run with: ingest and the API as their least-privilege roles
+    (created when missing, ingest/db_roles.py) unless their URLs are set or the feature is off."""
+    if not settings.db_service_roles or (settings.ingest_database_url and settings.api_database_url):
+        return settings
+    from ingest.db_roles import ensure_service_roles
+
+    urls = ensure_service_roles(settings)
+    return settings.model_copy(update={"ingest_database_url": settings.ingest_database_url or urls["ingest"],
+                                       "api_database_url": settings.api_database_url or urls["api"]})
+
+
 def bring_up(settings: Settings) -> list[str]:
-    """Database (created if missing) and migrations; the local broker and its service accounts."""
+    """Database (created if missing), migrations and the services' database roles; the local broker
+    and its service accounts."""
     if ensure_database(settings.database_url):
         console.print(f"created database {describe(settings.database_url)}")
     applied = migrate(settings.database_url)
+    with_service_roles(settings)
     if settings.manage_broker:
         from cli.local_broker import start_local_broker
 
@@ -184,6 +198,7 @@ def run(workers: Annotated[int | None, typer.Option(help="ingest worker processe
     settings = _settings()
     with _clear_errors():
         migrate(settings.database_url)
+        settings = with_service_roles(settings)
     _serve(settings, workers or settings.ingest_workers, maintain=True, api=True)
 
 
@@ -191,6 +206,8 @@ def run(workers: Annotated[int | None, typer.Option(help="ingest worker processe
 def ingest(workers: Annotated[int | None, typer.Option(help="ingest worker processes")] = None) -> None:
     """Run only the ingest workers in the foreground."""
     settings = _settings()
+    with _clear_errors():
+        settings = with_service_roles(settings)
     _serve(settings, workers or settings.ingest_workers, maintain=False, api=False)
 
 
@@ -206,7 +223,7 @@ def demo(once: Annotated[bool, typer.Option("--once", help="exit after the demo 
     configure_logging(settings.log_level)
     with _clear_errors():
         bring_up(settings)
-        run_demo_command(settings, once=once, scenario=scenario)
+        run_demo_command(with_service_roles(settings), once=once, scenario=scenario)
     console.print("stopped cleanly")
 
 

@@ -146,7 +146,8 @@ class IngestWorker:
 
     def _db(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
-            self._conn = connect(self.settings.database_url, application_name=self.client_id)
+            # The ingest role (least privilege) when `cargotrace up` created one, else database_url.
+            self._conn = connect(self.settings.ingest_url, application_name=self.client_id)
         return self._conn
 
     def _drop_db(self) -> None:

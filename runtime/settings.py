@@ -26,6 +26,12 @@ class Settings(BaseSettings):
 
     # --- database -------------------------------------------------------------------------------
     database_url: str = "postgresql://cargotrace:cargotrace@127.0.0.1:5432/cargotrace"
+    # The least-privilege roles the services connect as (ingest/db_roles.py); unset: the ones
+    # `cargotrace up` created (<state_dir>/db-roles.json), else database_url.
+    ingest_database_url: str = ""
+    api_database_url: str = ""
+    # `cargotrace up`/`run`/`demo` create and use those roles; false: the services use database_url.
+    db_service_roles: bool = True
 
     # --- broker ---------------------------------------------------------------------------------
     mqtt_host: str = "127.0.0.1"
@@ -108,6 +114,18 @@ class Settings(BaseSettings):
     @property
     def secrets_file(self) -> Path:
         return self.state_dir / "secrets.json"
+
+    @property
+    def db_roles_file(self) -> Path:
+        return self.state_dir / "db-roles.json"
+
+    @property
+    def ingest_url(self) -> str:
+        return self.ingest_database_url or self.database_url
+
+    @property
+    def api_url(self) -> str:
+        return self.api_database_url or self.database_url
 
     @property
     def broker_dir(self) -> Path:

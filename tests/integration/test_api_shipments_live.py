@@ -330,14 +330,15 @@ def test_cancel_of_a_finished_shipment_is_409(world: psycopg.Connection, client_
 
 
 def test_cancel_twice_is_409_the_second_time(world: psycopg.Connection, client_for: ClientFor) -> None:
-    operator = client_for("operator")
-    assert operator.post("/api/v1/shipments/SHP-1/cancel").status_code == 200
-    assert operator.post("/api/v1/shipments/SHP-1/cancel").status_code == 409
+    admin = client_for("admin")
+    assert admin.post("/api/v1/shipments/SHP-1/cancel").status_code == 200
+    assert admin.post("/api/v1/shipments/SHP-1/cancel").status_code == 409
 
 
-def test_cancel_needs_an_operator(world: psycopg.Connection, client_for: ClientFor, anonymous: TestClient) -> None:
+def test_cancel_needs_an_admin(world: psycopg.Connection, client_for: ClientFor, anonymous: TestClient) -> None:
     assert anonymous.post("/api/v1/shipments/SHP-1/cancel").status_code == 401
     assert client_for("viewer").post("/api/v1/shipments/SHP-1/cancel").status_code == 403
+    assert client_for("operator").post("/api/v1/shipments/SHP-1/cancel").status_code == 403
     assert client_for("admin").post("/api/v1/shipments/NOPE/cancel").status_code == 404
     assert world.execute("SELECT status FROM shipments WHERE ref = 'SHP-1'").fetchone() == ("planned",)
     body = client_for("admin").post("/api/v1/shipments/SHP-1/cancel", json={"reason": "x", "extra": 1})

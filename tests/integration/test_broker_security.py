@@ -335,6 +335,7 @@ def test_start_is_idempotent(broker_settings: Settings) -> None:
         "running": True,
         "pid": first,
         "port": broker_settings.mqtt_port,
+        "tls_port": broker_settings.mqtt_tls_port,
     }
 
 

@@ -20,6 +20,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ingest.db import connect
+from ingest.db_roles import drop_service_roles
 from tests.integration.broker_fixtures import free_port
 from tests.integration.db_fixtures import recreate_database
 
@@ -33,6 +34,7 @@ def env(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator
     # Named after this run's test database, so that parallel runs (other worktrees) never share it.
     url = make_conninfo(database_url, dbname=f"{conninfo_to_dict(database_url)['dbname']}_cli")
     recreate_database(url)
+    drop_service_roles(url)  # `up` creates them again, with passwords in this run's state directory
     values = {**os.environ, "CARGOTRACE_STATE_DIR": str(tmp_path_factory.mktemp("cli-state")),
               "CARGOTRACE_MQTT_PORT": str(free_port()), "CARGOTRACE_MQTT_TLS_PORT": str(free_port()),
               "CARGOTRACE_API_PORT": str(free_port()),

@@ -1,0 +1,103 @@
+"""Database least privilege (issue 10 points 6 and 9): the API's and ingest's roles are not
+superusers, cannot run programs on the server nor read password hashes, yet serve their purpose;
+a password someone changed is never reset; the password file is private."""
+
+from __future__ import annotations
+
+import stat
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+from psycopg import sql
+
+from api.app import create_app
+from api.tokens import create_token
+from ingest.db import StoreError, connect
+from ingest.db_roles import PURPOSES, drop_service_roles, ensure_service_roles, role_name
+from runtime.settings import Settings
+from tests.integration.stack_helpers import count, device, provision, running_worker, stack_settings, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def roles(broker_settings: Settings, database_url: str, db: psycopg.Connection,
+          tmp_path: Path) -> Iterator[tuple[Settings, dict[str, str]]]:
+    drop_service_roles(database_url)  # left over from an earlier run whose state directory is gone
+    settings = stack_settings(broker_settings, database_url, state_dir=tmp_path)
+    urls = ensure_service_roles(settings)
+    try:
+        yield settings, urls
+    finally:
+        drop_service_roles(database_url)
+
+
+@pytest.mark.parametrize("purpose", PURPOSES)
+def test_service_roles_cannot_run_programs_or_read_password_hashes(
+        roles: tuple[Settings, dict[str, str]], purpose: str) -> None:
+    _, urls = roles
+    with psycopg.connect(urls[purpose], autocommit=True) as conn:
+        assert conn.execute("SELECT rolsuper, rolcreaterole, rolcreatedb FROM pg_roles "
+                            "WHERE rolname = current_user").fetchone() == (False, False, False)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("COPY (SELECT 1) TO PROGRAM 'true'")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SELECT rolpassword FROM pg_authid")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("DROP TABLE dead_letters")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("TRUNCATE api_tokens")
+
+
+def test_the_api_works_as_its_role(roles: tuple[Settings, dict[str, str]], db: psycopg.Connection) -> None:
+    settings, urls = roles
+    token = create_token(db, "admin", "least-privilege")
+    api_settings = settings.model_copy(update={"api_database_url": urls["api"]})
+    with TestClient(create_app(api_settings), headers={"Authorization": f"Bearer {token}"}) as client:
+        assert client.put("/api/v1/sites/LP1", json={"name": "Least privilege"}).status_code == 201
+        assert client.get("/api/v1/sites/LP1").json()["name"] == "Least privilege"
+        assert client.get("/api/v1/audit").json()["items"][0]["path"] == "/api/v1/sites/LP1"
+        # The pool's connections (and the event listener's) are the API role's.
+        assert count(db, "SELECT count(*) FROM pg_stat_activity WHERE usename = %s AND datname = current_database()",
+                     role_name(urls["api"], "api")) >= 1
+
+
+def test_ingest_works_as_its_role(roles: tuple[Settings, dict[str, str]], db: psycopg.Connection) -> None:
+    settings, urls = roles
+    ingest_settings = settings.model_copy(update={"ingest_database_url": urls["ingest"]})
+    creds = provision(ingest_settings, db)
+    with running_worker(ingest_settings) as worker, device(creds, ingest_settings) as d:
+        d.publish("env", orjson.dumps({"msg_id": "lp-1", "ts": datetime.now(UTC).isoformat(), "temp_c": 2.0}))
+        d.publish("env", b"not json")
+        wait_until(lambda: count(db, "SELECT count(*) FROM env_readings WHERE msg_id = 'lp-1'") == 1
+                   and count(db, "SELECT count(*) FROM dead_letters") == 1, timeout=60, what="stored as ingest")
+        assert worker._db().execute("SELECT current_user").fetchone() == (role_name(urls["ingest"], "ingest"),)
+
+
+def test_a_changed_password_is_never_reset(roles: tuple[Settings, dict[str, str]], database_url: str) -> None:
+    settings, urls = roles
+    role = role_name(database_url, "api")
+    with connect(database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal("chosen-by-ops")))
+    ensure_service_roles(settings)  # `cargotrace up` / `make setup` again
+    changed = psycopg.conninfo.make_conninfo(urls["api"], password="chosen-by-ops")
+    with psycopg.connect(changed) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == (role,)
+
+
+def test_an_existing_role_without_its_password_is_refused_with_advice(
+        roles: tuple[Settings, dict[str, str]], tmp_path: Path) -> None:
+    settings, _ = roles
+    elsewhere = settings.model_copy(update={"state_dir": tmp_path / "another-state"})
+    with pytest.raises(StoreError, match="CARGOTRACE_INGEST_DATABASE_URL"):
+        ensure_service_roles(elsewhere)
+
+
+def test_the_password_file_is_private(roles: tuple[Settings, dict[str, str]]) -> None:
+    settings, _ = roles
+    assert stat.S_IMODE(settings.db_roles_file.stat().st_mode) == 0o600
