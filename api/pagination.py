@@ -19,6 +19,9 @@ from pydantic import BaseModel
 from api.errors import BadCursorError
 
 DEFAULT_LIMIT = 100
+# Real cursors are a list name and a few keys (well under 200 characters); anything far longer is
+# forged, and a deeply nested one would otherwise reach the JSON parser's recursion limit.
+MAX_CURSOR_CHARS = 1024
 MAX_LIMIT = 1000
 
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"page size, 1-{MAX_LIMIT}")]
@@ -45,10 +48,12 @@ def decode_cursor(kind: str, cursor: str | None, types: Sequence[type]) -> Key |
     """The key a cursor carries, each part converted to ``types``; None for the first page."""
     if cursor is None:
         return None
+    if len(cursor) > MAX_CURSOR_CHARS:
+        raise BadCursorError("malformed cursor; pass back the `next` value of a previous page unchanged")
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         parts = json.loads(raw)
-    except (binascii.Error, ValueError, UnicodeDecodeError):
+    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
         raise BadCursorError("malformed cursor; pass back the `next` value of a previous page unchanged") from None
     if not isinstance(parts, list) or len(parts) != len(types) + 1 or parts[0] != kind:
         raise BadCursorError(f"this cursor does not belong to the {kind} list")

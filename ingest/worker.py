@@ -72,6 +72,7 @@ class IngestWorker:
         self._conn: psycopg.Connection | None = None
         self._held = threading.Condition()
         self._held_bytes = 0  # payload bytes received and not yet acknowledged or discarded
+        self.peak_held_bytes = 0  # the most ever held at once (shown by tests and benchmarks)
         self._client = self._make_client()
 
     # --- MQTT ------------------------------------------------------------------------------------
@@ -117,6 +118,7 @@ class IngestWorker:
             self._held.wait_for(lambda: self._held_bytes < self.settings.ingest_max_unacked_bytes
                                 or self._stop.is_set(), timeout=20)
             self._held_bytes += len(payload)
+            self.peak_held_bytes = max(self.peak_held_bytes, self._held_bytes)
         self._inbox.put(_Received(Inbound(msg.topic, payload, datetime.now(UTC), msg.mid, msg.qos,
                                           bool(msg.retain)), self._generation))
 

@@ -211,3 +211,19 @@ def test_a_100000_element_bad_array_adds_one_dead_letter(
     # Few bad elements keep one replayable letter each, with the element's index.
     assert db.execute("SELECT element_index FROM dead_letters WHERE payload_size <> %s",
                       (len(payload),)).fetchall() == [(1,)]
+
+
+def test_a_flood_of_1mib_payloads_stays_within_the_workers_byte_bound(
+        broker_settings: Settings, database_url: str, db: psycopg.Connection) -> None:
+    bound = 2 * 1024 * 1024
+    settings = stack_settings(broker_settings, database_url, ingest_max_unacked_bytes=bound)
+    creds = provision(settings, db)
+    big = b"x" * (1024 * 1024 - 1024)  # just under the broker's 1 MiB packet limit; over the payload limit
+    with running_worker(settings) as worker, device(creds, settings) as d:
+        for _ in range(24):  # 24 MiB in all, twelve times the bound
+            d.publish("env", big)
+        wait_until(lambda: count(db, "SELECT count(*) FROM dead_letters WHERE reason = 'payload_too_large'") == 1
+                   and count(db, "SELECT sum(occurrences) FROM dead_letters") == 24,
+                   timeout=TIMEOUT, what="every flooded payload dead-lettered (one row, 24 occurrences)")
+    # The bound, plus the one message that found the worker just under it.
+    assert 0 < worker.peak_held_bytes <= bound + len(big)

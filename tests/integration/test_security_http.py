@@ -197,3 +197,12 @@ def test_docs_are_served_without_any_cdn(world: psycopg.Connection, client_for: 
     for asset in ("/docs-assets/swagger-ui-bundle.js", "/docs-assets/swagger-ui.css"):
         response = client.get(asset)
         assert response.status_code == 200 and len(response.content) > 10_000, asset
+
+
+@pytest.mark.parametrize("depth", [50, 5_000])
+def test_deep_or_long_cursors_are_400(world: psycopg.Connection, client_for: ClientFor, depth: int) -> None:
+    import base64
+
+    forged = base64.urlsafe_b64encode(b"[" * depth + b"]" * depth).decode().rstrip("=")
+    response = client_for("viewer").get("/api/v1/dead-letters", params={"cursor": forged})
+    assert (response.status_code, response.json()["error"]["code"]) == (400, "bad_cursor")
