@@ -20,8 +20,11 @@
 #      any other preloaded libraries), restarts the cluster only if the preload
 #      list changed, and checks CREATE EXTENSION in a scratch database (once per
 #      server/cluster/version/preload state, remembered in $CARGOTRACE_SETUP_DIR).
-#   3. Role `cargotrace` (LOGIN SUPERUSER, password `cargotrace`) and database
-#      `cargotrace`; checks a password login over 127.0.0.1:5432.
+#   3. Role `cargotrace` (LOGIN SUPERUSER, password `cargotrace`: the development and test role that
+#      runs migrations and creates test databases) and database `cargotrace`; checks a password
+#      login over 127.0.0.1:5432, never resetting a password someone changed (unless
+#      CARGOTRACE_SETUP_RESET_PASSWORD=1). The services' least-privilege roles are created by
+#      `cargotrace up` (ingest/db_roles.py), their passwords kept in the state directory.
 #   4. Python: <repo>/.venv, `pip install -e '.[dev]'` (skipped while the stamp
 #      .venv/.installed-<sha256 of pyproject.toml> exists).
 #
@@ -357,7 +360,11 @@ password_login() {  # prints current_user, or the last line of psql's error
 if login_out=$(password_login) && [[ $login_out == "$DB_ROLE" ]]; then
   ok "password login $DB_ROLE@127.0.0.1:$PGPORT_WANTED/$DB_NAME"
 else
-  log "password login failed ($login_out): resetting the password of $DB_ROLE"
+  # A wrong password means someone set another one: setup never resets a password on its own.
+  if [[ $login_out == *"password authentication failed"* && ${CARGOTRACE_SETUP_RESET_PASSWORD:-0} != 1 ]]; then
+    die "password login as $DB_ROLE fails ($login_out): its password was changed and setup never resets it; point CARGOTRACE_DATABASE_URL (and CARGOTRACE_TEST_DATABASE_URL) at the right password, or rerun with CARGOTRACE_SETUP_RESET_PASSWORD=1 to set it back to the development password"
+  fi
+  log "password login failed ($login_out): setting the password of $DB_ROLE"
   psql_pg -d postgres -c "SET password_encryption = 'scram-sha-256'" \
     -c "ALTER ROLE $DB_ROLE PASSWORD $(sql_lit "$DB_PASSWORD")"
   if ! { login_out=$(password_login) && [[ $login_out == "$DB_ROLE" ]]; }; then
