@@ -22,6 +22,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from cli.local_broker import start_local_broker, stop_local_broker
 from devices.broker_accounts import BrokerAccounts
+from devices.buffer import OutboxBuffer
+from devices.publisher import BrokerTarget, BufferedPublisher
 from runtime.settings import Settings
 from tests.integration.broker_fixtures import broker_test_settings
 from tests.integration.stack_helpers import count, provision, running_worker, stack_settings, wait_until
@@ -122,3 +124,46 @@ def test_broker_admin_password_never_reaches_a_command_line(tmp_path: Path, monk
         stop_local_broker(settings)
     assert argvs, "the broker was started as a program"
     assert not any(settings.mqtt_admin_password in " ".join(argv) for argv in argvs)
+
+
+def test_a_field_bridge_publishes_over_tls(broker_settings: Settings, database_url: str, db: psycopg.Connection,
+                                           tmp_path: Path) -> None:
+    """The bridges' publisher with CARGOTRACE_MQTT_CA_FILE: buffered messages reach ingest over TLS."""
+    settings = stack_settings(broker_settings, database_url)
+    creds = provision(settings, db)
+    buffer = OutboxBuffer(tmp_path / "outbox.db")
+    buffer.append("env", {"msg_id": "bridge-tls", "ts": datetime.now(UTC).isoformat(), "temp_c": 5.0})
+    target = BrokerTarget(settings.mqtt_host, settings.mqtt_tls_port, settings.topic_prefix, creds.device_id,
+                          creds.password, str(settings.mqtt_ca_path))
+    publisher = BufferedPublisher(buffer, target)
+    with running_worker(settings):
+        publisher.start()
+        try:
+            wait_until(lambda: count(db, "SELECT count(*) FROM env_readings WHERE msg_id = 'bridge-tls'") == 1,
+                       timeout=TIMEOUT, what="the bridge's reading over TLS")
+        finally:
+            publisher.close(drain_timeout_s=5)
+    assert len(buffer) == 0
+    buffer.close()
+
+
+def test_simulated_devices_publish_over_tls(broker_settings: Settings, database_url: str,
+                                            db: psycopg.Connection) -> None:
+    import asyncio
+
+    from runtime.mqtt_tls import tls_context
+    from simulators.clock import SimClock
+    from simulators.messages import Message
+    from simulators.runner import run_devices
+
+    settings = stack_settings(broker_settings, database_url, mqtt_tls=True)
+    creds = provision(settings, db)
+    clock = SimClock.ending_now(duration_s=1.0, speedup=1.0)
+    reading = orjson.dumps({"msg_id": "sim-tls", "ts": clock.sim_start.isoformat(), "temp_c": 4.0})
+    streams = {creds.device_id: [Message(clock.sim_start, creds.device_id, "env", reading)]}
+    with running_worker(settings):
+        stats = asyncio.run(run_devices(settings.mqtt_host, settings.mqtt_client_port, settings.topic_prefix,
+                                        {creds.device_id: creds.password}, streams, clock, tls=tls_context(settings)))
+        assert stats.failed == 0
+        wait_until(lambda: count(db, "SELECT count(*) FROM env_readings WHERE msg_id = 'sim-tls'") == 1,
+                   timeout=TIMEOUT, what="the simulated reading over TLS")
