@@ -32,6 +32,12 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
 
 
+class BadRequestError(ApiError):
+    """A malformed header or parameter that is not a field of the request body."""
+
+    status, code = 400, "bad_request"
+
+
 class BadCursorError(ApiError):
     status, code = 400, "bad_cursor"
 

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from api.auth import Principal, Viewer, bearer_token
 from api.db import POOL_WAIT_S, Conn, pool_of
-from api.errors import InvalidInputError, TooManyRequestsError, UnauthorizedError
+from api.errors import BadRequestError, TooManyRequestsError, UnauthorizedError
 from api.hub import EventHub, StreamLimitError, Subscriber
 from api.schemas.common import UtcDatetime, rfc3339
 from api.schemas.reads import AlarmOut, MovementOut
@@ -80,7 +80,7 @@ def _resume_from(header: str | None, query: str | None) -> int | None:
     assert raw is not None
     # ASCII digits only (str.isdigit accepts '²' or Arabic-Indic digits), and within bigint.
     if not _EVENT_ID.fullmatch(raw) or int(raw) > _MAX_EVENT_ID:
-        raise InvalidInputError("Last-Event-ID must be the id of an event from this stream (a non-negative integer)")
+        raise BadRequestError("Last-Event-ID must be the id of an event from this stream (a non-negative integer)")
     return int(raw)
 
 
