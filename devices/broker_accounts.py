@@ -250,13 +250,19 @@ class BrokerAccounts:
     def _upgrade_devices(self) -> None:
         """Devices provisioned before client-id binding and receive grants: bring them up to date."""
         clients = self._command("listClients", verbose=True, count=-1).get("clients", [])
+        # Two commands for the whole fleet; one more per device only where something is out of date.
+        roles = {r["rolename"]: {_acl_key(a) for a in r.get("acls", [])}
+                 for r in self._command("listRoles", verbose=True, count=-1).get("roles", [])}
         for client in clients:
             device_id = client.get("username", "")
-            if self._device_role(device_id) not in _role_names(client):
+            role = self._device_role(device_id)
+            if role not in _role_names(client):
                 continue
             if client.get("clientid") != device_id:
                 self._command("setClientId", username=device_id, clientid=device_id)
-            self._ensure_role(self._device_role(device_id), self._device_acls(device_id))
+            acls = self._device_acls(device_id)
+            if roles.get(role) != {_acl_key(a) for a in acls}:
+                self._ensure_role(role, acls)
 
     def _credentials_work(self, username: str, password: str) -> bool:
         probe = _mqtt_client("cargotrace-probe", username, password, self._settings)

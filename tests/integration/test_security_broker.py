@@ -227,3 +227,29 @@ def test_a_flood_of_1mib_payloads_stays_within_the_workers_byte_bound(
                    timeout=TIMEOUT, what="every flooded payload dead-lettered (one row, 24 occurrences)")
     # The bound, plus the one message that found the worker just under it.
     assert 0 < worker.peak_held_bytes <= bound + len(big)
+
+
+def test_a_device_provisioned_before_the_binding_is_upgraded(broker_settings: Settings) -> None:
+    """Accounts from before this release (any client id, `own/#` publish, no receive grant) are
+    brought up to date by `cargotrace up` (ensure_service_accounts)."""
+    device_id = unique("legacy")
+    with BrokerAccounts(broker_settings) as accounts:
+        role = f"cargotrace-device:{device_id}"
+        own = f"{broker_settings.topic_prefix}/dev/{device_id}"
+        accounts._command("createRole", rolename=role, acls=[
+            {"acltype": "publishClientSend", "topic": f"{own}/#", "allow": True, "priority": 0},
+            {"acltype": "subscribeLiteral", "topic": f"{own}/config", "allow": True, "priority": 0}])
+        accounts._command("createClient", username=device_id, password="legacy-password-123",
+                          roles=[{"rolename": role}])
+        accounts.ensure_service_accounts()
+        client = accounts._get_client(device_id)
+        acls = accounts._command("getRole", rolename=role)["role"]["acls"]
+    assert client is not None and client.get("clientid") == device_id
+    topics = {(a["acltype"], a["topic"]) for a in acls}
+    assert ("publishClientSend", f"{own}/#") not in topics
+    assert ("publishClientSend", f"{own}/env") in topics and ("publishClientReceive", f"{own}/config") in topics
+    thief = Probe(broker_settings, device_id, "legacy-password-123", "cargotrace-ingest-0")
+    try:
+        assert thief.connect(False).value == NOT_AUTHORIZED
+    finally:
+        thief.close()
