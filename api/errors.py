@@ -75,6 +75,10 @@ class TooManyRequestsError(ApiError):
     status, code = 429, "too_many_requests"
 
 
+class ServiceUnavailableError(ApiError):
+    status, code = 503, "db_unavailable"
+
+
 class BrokerUnavailableError(ApiError):
     status, code = 503, "broker_unavailable"
 

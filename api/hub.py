@@ -67,14 +67,18 @@ class EventHub:
     # --- subscribers ----------------------------------------------------------------------------
 
     def subscribe(self, token_id: int) -> Subscriber:
-        if len(self._subscribers) >= self._total:
-            raise StreamLimitError(f"this API process already serves {self._total} event streams; retry later")
-        if self._per_token_open[token_id] >= self._per_token:
-            raise StreamLimitError(f"this token already has {self._per_token} open event streams; close one first")
+        self.check_capacity(token_id)
         sub = Subscriber(token_id)
         self._subscribers.add(sub)
         self._per_token_open[token_id] += 1
         return sub
+
+    def check_capacity(self, token_id: int) -> None:
+        """Raise StreamLimitError when one more stream of ``token_id`` would pass a cap."""
+        if len(self._subscribers) >= self._total:
+            raise StreamLimitError(f"this API process already serves {self._total} event streams; retry later")
+        if self._per_token_open[token_id] >= self._per_token:
+            raise StreamLimitError(f"this token already has {self._per_token} open event streams; close one first")
 
     def unsubscribe(self, sub: Subscriber) -> None:
         if sub in self._subscribers:
@@ -87,10 +91,18 @@ class EventHub:
     def open_streams(self) -> int:
         return len(self._subscribers)
 
-    async def live_head(self, timeout: float) -> int:
-        """The id the hub has delivered up to (waits for its first connection)."""
-        await asyncio.wait_for(self._live.wait(), timeout)
-        assert self._last is not None
+    async def wait_live(self, timeout: float) -> bool:
+        """Wait for the hub's first database connection; False if it does not come in time."""
+        try:
+            await asyncio.wait_for(self._live.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    @property
+    def head(self) -> int:
+        """The id delivered up to: a subscriber added now receives every event after it."""
+        assert self._last is not None, "wait_live first"
         return self._last
 
     # --- the listener ---------------------------------------------------------------------------
@@ -109,9 +121,12 @@ class EventHub:
             # LISTEN before reading the head: an event committed in between is then both above the
             # head and announced, never neither.
             await conn.execute(f"LISTEN {CHANNEL}")
-            if self._last is None:
-                self._last = await head(conn)
-                self._live.set()
+            latest = await head(conn)
+            # First connection, or the outbox was emptied/restored below what was delivered (its ids
+            # restart): continue from the table's head, or no new event would ever go out.
+            if self._last is None or latest < self._last:
+                self._last = latest
+            self._live.set()
             while True:
                 await self._deliver(conn)
                 async for _ in conn.notifies(timeout=POLL_S, stop_after=1):

@@ -22,8 +22,8 @@ from pydantic import BaseModel, ValidationError
 
 from api.auth import Principal, Viewer, bearer_token
 from api.db import POOL_WAIT_S, Conn, pool_of
-from api.errors import BadRequestError, TooManyRequestsError, UnauthorizedError
-from api.hub import EventHub, StreamLimitError, Subscriber
+from api.errors import BadRequestError, ServiceUnavailableError, TooManyRequestsError, UnauthorizedError
+from api.hub import EventHub, StreamLimitError
 from api.schemas.common import UtcDatetime, rfc3339
 from api.schemas.reads import AlarmOut, MovementOut
 from api.store import events as store
@@ -36,6 +36,8 @@ router = APIRouter(tags=["events"])
 HEARTBEAT_S = 15.0
 # How often an open stream re-checks its token: a revoked or expired token's stream ends within it.
 REVALIDATE_S = 5.0
+# How long a new stream waits for the process's event listener to be connected (API start).
+HUB_WAIT_S = 15.0
 # What an EventSource waits before reconnecting after the stream drops (milliseconds).
 RETRY_MS = 2000
 
@@ -113,10 +115,17 @@ def _frame(item: store.StreamItem) -> str:
     return ": heartbeat\n\n"
 
 
-async def _frames(request: Request, hub: EventHub, sub: Subscriber, after: int | None) -> AsyncIterator[str]:
+async def _frames(request: Request, hub: EventHub, token_id: int, after: int | None) -> AsyncIterator[str]:
+    # Subscribed here, not in the route: only a started generator runs its `finally`, so a client
+    # gone before the first byte cannot strand a slot of the stream caps.
+    try:
+        sub = hub.subscribe(token_id)
+    except StreamLimitError:
+        return  # another stream of this token took the last slot since the route checked
+    live = hub.head  # read right after subscribing (no await between): the queue holds what follows
     pool = pool_of(request)
     try:
-        async for item in follow(pool, hub, sub, after, HEARTBEAT_S, REVALIDATE_S):
+        async for item in follow(pool, sub, live, after, HEARTBEAT_S, REVALIDATE_S):
             yield _frame(item)
     finally:
         hub.unsubscribe(sub)
@@ -148,9 +157,12 @@ async def event_stream(request: Request, who: StreamViewer,
     expiry."""
     after = _resume_from(last_event_id, last_event_id_query)
     hub: EventHub = request.app.state.hub
+    if not await hub.wait_live(HUB_WAIT_S):
+        raise ServiceUnavailableError("the event listener has no database connection; retry later")
     try:
-        sub = hub.subscribe(who.token_id)
+        hub.check_capacity(who.token_id)
     except StreamLimitError as exc:
         raise TooManyRequestsError(str(exc), {"Retry-After": "10"}) from None
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy buffering of the stream
-    return StreamingResponse(_frames(request, hub, sub, after), media_type="text/event-stream", headers=headers)
+    return StreamingResponse(_frames(request, hub, who.token_id, after), media_type="text/event-stream",
+                             headers=headers)

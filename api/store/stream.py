@@ -15,12 +15,10 @@ import psycopg
 from anyio import to_thread
 from psycopg_pool import ConnectionPool
 
-from api.hub import EventHub, Subscriber
+from api.hub import Subscriber
 from api.store.events import REPLAY_PAGE, Heartbeat, OutboxEvent, Ready, StreamItem
 from api.tokens import token_is_valid
 
-# How long a new stream waits for the hub's first database connection.
-HUB_WAIT_S = 15.0
 POOL_WAIT_S = 10.0
 
 
@@ -39,12 +37,12 @@ def _still_valid(pool: ConnectionPool, token_id: int) -> bool:
         return True  # the database is away: keep the stream, re-check at the next interval
 
 
-async def follow(pool: ConnectionPool, hub: EventHub, sub: Subscriber, after: int | None, heartbeat_s: float,
+async def follow(pool: ConnectionPool, sub: Subscriber, live: int, after: int | None, heartbeat_s: float,
                  revalidate_s: float) -> AsyncIterator[StreamItem]:
     """``Ready``, the events after ``after`` (None: only new ones), then live events, with a
     ``Heartbeat`` after every ``heartbeat_s`` of silence; ends when the token stops being valid or
-    the client falls too far behind (it then resumes with Last-Event-ID)."""
-    live = await hub.live_head(HUB_WAIT_S)  # the hub queues every event after this for `sub`
+    the client falls too far behind (it then resumes with Last-Event-ID). ``live`` is the hub's
+    head when ``sub`` subscribed: its queue holds every event after it."""
     # An id above the head comes from another database (restored, or rebuilt in tests).
     last = live if after is None or after > live else after
     yield Ready(last)
