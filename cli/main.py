@@ -76,7 +76,8 @@ def with_service_roles(settings: Settings) -> Settings:
     from ingest.db_roles import ensure_service_roles
 
     urls = ensure_service_roles(settings)
-    return settings.model_copy(update={"ingest_database_url": settings.ingest_database_url or urls["ingest"],
+    return settings.model_copy(update={"owner_database_url": settings.owner_database_url or urls["owner"],
+                                       "ingest_database_url": settings.ingest_database_url or urls["ingest"],
                                        "api_database_url": settings.api_database_url or urls["api"]})
 
 
@@ -172,7 +173,10 @@ def _serve(settings: Settings, workers: int, *, maintain: bool, api: bool) -> No
     from cli.api_server import ApiServer, ApiServerError
     from ingest.supervisor import Supervisor
 
-    supervisor = Supervisor(settings, workers, maintain=maintain)
+    # Retention and the health loop run as the schema's owner role (not the migrating superuser);
+    # the workers as the ingest role (settings.ingest_url), the API as its role (settings.api_url).
+    supervisor = Supervisor(settings.model_copy(update={"database_url": settings.owner_url}), workers,
+                            maintain=maintain)
     signal.signal(signal.SIGTERM, supervisor.request_stop)
     signal.signal(signal.SIGINT, supervisor.request_stop)
     server = ApiServer(settings) if api else None

@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     database_url: str = "postgresql://cargotrace:cargotrace@127.0.0.1:5432/cargotrace"
     # The least-privilege roles the services connect as (ingest/db_roles.py); unset: the ones
     # `cargotrace up` created (<state_dir>/db-roles.json), else database_url.
+    owner_database_url: str = ""
     ingest_database_url: str = ""
     api_database_url: str = ""
     # `cargotrace up`/`run`/`demo` create and use those roles; false: the services use database_url.
@@ -118,6 +119,10 @@ class Settings(BaseSettings):
     @property
     def db_roles_file(self) -> Path:
         return self.state_dir / "db-roles.json"
+
+    @property
+    def owner_url(self) -> str:
+        return self.owner_database_url or self.database_url
 
     @property
     def ingest_url(self) -> str:
