@@ -18,7 +18,7 @@ from psycopg import sql
 from api.app import create_app
 from api.tokens import create_token
 from ingest.db import StoreError, connect
-from ingest.db_roles import drop_service_roles, ensure_service_roles, role_name
+from ingest.db_roles import bootstrap, drop_service_roles, role_name
 from runtime.settings import Settings
 from tests.integration.stack_helpers import count, device, provision, running_worker, stack_settings, wait_until
 
@@ -30,7 +30,7 @@ def roles(broker_settings: Settings, database_url: str, db: psycopg.Connection,
           tmp_path: Path) -> Iterator[tuple[Settings, dict[str, str]]]:
     drop_service_roles(database_url)  # left over from an earlier run whose state directory is gone
     settings = stack_settings(broker_settings, database_url, state_dir=tmp_path)
-    urls = ensure_service_roles(settings)
+    urls = bootstrap(settings)
     try:
         yield settings, urls
     finally:
@@ -84,7 +84,7 @@ def test_a_changed_password_is_never_reset(roles: tuple[Settings, dict[str, str]
     role = role_name(database_url, "api")
     with connect(database_url, autocommit=True) as conn:
         conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal("chosen-by-ops")))
-    ensure_service_roles(settings)  # `cargotrace up` / `make setup` again
+    bootstrap(settings)  # `cargotrace up` / `make setup` again
     changed = psycopg.conninfo.make_conninfo(urls["api"], password="chosen-by-ops")
     with psycopg.connect(changed) as conn:
         assert conn.execute("SELECT current_user").fetchone() == (role,)
@@ -95,7 +95,7 @@ def test_an_existing_role_without_its_password_is_refused_with_advice(
     settings, _ = roles
     elsewhere = settings.model_copy(update={"state_dir": tmp_path / "another-state"})
     with pytest.raises(StoreError, match=r"exists but its password is not in .*CARGOTRACE_OWNER_DATABASE_URL"):
-        ensure_service_roles(elsewhere)
+        bootstrap(elsewhere)
 
 
 def test_the_owner_role_owns_the_schema_and_is_no_superuser(roles: tuple[Settings, dict[str, str]],
