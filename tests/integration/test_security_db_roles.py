@@ -17,7 +17,7 @@ from psycopg import sql
 
 from api.app import create_app
 from api.tokens import create_token
-from ingest.db import StoreError, connect
+from ingest.db import StoreError, connect, migrate
 from ingest.db_roles import bootstrap, drop_service_roles, role_name
 from runtime.settings import Settings
 from tests.integration.stack_helpers import count, device, provision, running_worker, stack_settings, wait_until
@@ -118,3 +118,54 @@ def test_the_owner_role_owns_the_schema_and_is_no_superuser(roles: tuple[Setting
 def test_the_password_file_is_private(roles: tuple[Settings, dict[str, str]]) -> None:
     settings, _ = roles
     assert stat.S_IMODE(settings.db_roles_file.stat().st_mode) == 0o600
+
+
+@pytest.fixture
+def external_roles(database_url: str) -> Iterator[dict[str, str]]:
+    """Roles a DBA created beforehand, named as they like (not <db>_<purpose>), with their passwords."""
+    names = {p: f"{role_name(database_url, 'dba')}_{p}_x" for p in ("owner", "ingest", "api")}
+
+    def drop(conn: psycopg.Connection) -> None:
+        for role in names.values():
+            if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+                conn.execute(sql.SQL("REASSIGN OWNED BY {} TO CURRENT_USER").format(sql.Identifier(role)))
+                conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+                conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+    with connect(database_url, autocommit=True) as conn:
+        drop(conn)
+        for purpose, role in names.items():
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                sql.Identifier(role), sql.Literal(f"dba-{purpose}")))
+        try:
+            yield {p: psycopg.conninfo.make_conninfo(database_url, user=r, password=f"dba-{p}")
+                   for p, r in names.items()}
+        finally:
+            drop(conn)
+
+
+def test_pre_existing_roles_are_granted_never_altered_and_migrate(
+        external_roles: dict[str, str], broker_settings: Settings, database_url: str, tmp_path: Path) -> None:
+    settings = stack_settings(broker_settings, database_url, state_dir=tmp_path).model_copy(
+        update={f"{p}_database_url": url for p, url in external_roles.items()})
+    with connect(database_url) as conn:
+        hashes = conn.execute("SELECT rolname, rolpassword FROM pg_authid ORDER BY 1").fetchall()
+    assert bootstrap(settings) == external_roles
+    assert not settings.db_roles_file.exists()  # nothing generated: their passwords are the DBA's
+    with connect(database_url) as conn:
+        assert conn.execute("SELECT rolname, rolpassword FROM pg_authid ORDER BY 1").fetchall() == hashes
+    assert migrate(external_roles["owner"]) == []  # the owner role can run migrations: schema up to date
+    with psycopg.connect(external_roles["owner"], autocommit=True) as owner:
+        assert owner.execute("SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace "
+                             "AND relkind = 'r' AND relowner <> current_user::regrole").fetchone() == (0,)
+    with psycopg.connect(external_roles["api"], autocommit=True) as api:
+        assert api.execute("SELECT count(*) FROM devices").fetchone() is not None
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            api.execute("DROP TABLE dead_letters")
+
+
+def test_a_superuser_given_as_a_service_role_is_refused(roles: tuple[Settings, dict[str, str]],
+                                                      database_url: str) -> None:
+    settings, _ = roles
+    with pytest.raises(StoreError, match="is a superuser; the owner service must not be"):
+        bootstrap(settings.model_copy(update={"owner_database_url": database_url}))
