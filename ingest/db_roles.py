@@ -2,8 +2,9 @@
 
 Only the bootstrap (`cargotrace db bootstrap`, also run by `cargotrace up`/`run`/`demo`) connects
 with CARGOTRACE_DATABASE_URL, which must be a superuser (the `cargotrace` role of `make setup` on a
-development machine), or a role with CREATEDB and CREATEROLE when TimescaleDB is already installed
-in the database. Idempotently, it:
+development machine): CREATE EXTENSION timescaledb needs one, and so do CREATE DATABASE ... OWNER,
+ALTER ... OWNER TO and default privileges FOR ROLE the owner on PostgreSQL 15 unless the connecting
+role is a member of the owner role. Idempotently, it:
 
 - creates the three roles when missing, none a superuser, none with CREATEDB/CREATEROLE/
   REPLICATION/BYPASSRLS (an existing role keeps its password);

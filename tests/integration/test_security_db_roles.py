@@ -4,7 +4,10 @@ a password someone changed is never reset; the password file is private."""
 
 from __future__ import annotations
 
+import os
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,15 +17,18 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from api.app import create_app
 from api.tokens import create_token
-from ingest.db import StoreError, connect, migrate
+from ingest.db import StoreError, connect, migrate, migrations
 from ingest.db_roles import bootstrap, drop_service_roles, role_name
 from runtime.settings import Settings
+from tests.integration.db_fixtures import recreate_database
 from tests.integration.stack_helpers import count, device, provision, running_worker, stack_settings, wait_until
 
 pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -169,3 +175,38 @@ def test_a_superuser_given_as_a_service_role_is_refused(roles: tuple[Settings, d
     settings, _ = roles
     with pytest.raises(StoreError, match="is a superuser; the owner service must not be"):
         bootstrap(settings.model_copy(update={"owner_database_url": database_url}))
+
+
+def test_a_database_migrated_by_the_superuser_is_taken_over_and_migrated_by_the_owner(
+        database_url: str, tmp_path: Path) -> None:
+    """An earlier version ran migrations as the superuser: `cargotrace db migrate` hands the schema
+    to the owner role, which applies the pending migrations (ALTERing the superuser's old tables)."""
+    url = psycopg.conninfo.make_conninfo(database_url, dbname=f"{conninfo_to_dict(database_url)['dbname']}_legacy")
+    recreate_database(url)
+    drop_service_roles(url)
+    every = migrations()
+    with connect(url, autocommit=True) as conn:  # the old migrator, for the first half
+        conn.execute("CREATE TABLE schema_migrations (version text PRIMARY KEY, name text NOT NULL, "
+                     "applied_at timestamptz NOT NULL DEFAULT now())")
+        for m in every[:len(every) // 2]:
+            conn.execute(m.sql.encode())
+            conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (m.version, m.name))
+    env = {**os.environ, "CARGOTRACE_DATABASE_URL": url, "CARGOTRACE_STATE_DIR": str(tmp_path),
+           "CARGOTRACE_LOG_LEVEL": "WARNING"}
+    try:
+        out = subprocess.run([sys.executable, "-m", "cli.main", "db", "migrate"], env=env, cwd=ROOT,
+                             capture_output=True, text=True, timeout=120, check=False)
+        assert out.returncode == 0, out.stderr
+        assert every[-1].name in out.stderr
+        owner = role_name(url, "owner")
+        with connect(url) as conn:
+            by = dict(conn.execute("SELECT version, applied_by FROM schema_migrations").fetchall())
+            assert by == {m.version: None if i < len(every) // 2 else owner for i, m in enumerate(every)}
+            owners = conn.execute("SELECT DISTINCT pg_get_userbyid(relowner) FROM pg_class WHERE "
+                                  "relnamespace = 'public'::regnamespace AND relkind IN ('r', 'p')").fetchall()
+            assert owners == [(owner,)]
+    finally:
+        drop_service_roles(url)
+        with connect(psycopg.conninfo.make_conninfo(url, dbname="postgres"), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(conninfo_to_dict(url)["dbname"])))
