@@ -13,6 +13,7 @@ from typing import Annotated, TypeVar
 import psycopg
 import typer
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -68,26 +69,34 @@ def _with_db(settings: Settings, fn: Callable[[psycopg.Connection], T]) -> T:
         return fn(conn)
 
 
-def with_service_roles(settings: Settings) -> Settings:
-    """The settings the services run with: ingest and the API as their least-privilege roles
-    (created when missing, ingest/db_roles.py) unless their URLs are set or the feature is off."""
-    if not settings.db_service_roles or (settings.ingest_database_url and settings.api_database_url):
+def with_service_roles(settings: Settings, *, bootstrap: bool = False) -> Settings:
+    """The settings the services and migrations run with: the owner, ingest and API roles
+    (ingest/db_roles.py). The superuser's one-time bootstrap (roles, database, TimescaleDB, grants)
+    runs first unless all three roles' URLs are set (a DBA bootstrapped the database; ``bootstrap``
+    forces it). With the feature off, everything connects with CARGOTRACE_DATABASE_URL."""
+    if not settings.db_service_roles:
+        if ensure_database(settings.database_url):
+            console.print(f"created database {describe(settings.database_url)}")
         return settings
-    from ingest.db_roles import ensure_service_roles
+    configured = settings.owner_database_url and settings.ingest_database_url and settings.api_database_url
+    if configured and not bootstrap:
+        return settings
+    from ingest.db_roles import bootstrap as bootstrap_database
 
-    urls = ensure_service_roles(settings)
-    return settings.model_copy(update={"owner_database_url": settings.owner_database_url or urls["owner"],
-                                       "ingest_database_url": settings.ingest_database_url or urls["ingest"],
-                                       "api_database_url": settings.api_database_url or urls["api"]})
+    urls = bootstrap_database(settings)
+    return settings.model_copy(update={f"{purpose}_database_url": url for purpose, url in urls.items()})
 
 
-def bring_up(settings: Settings) -> list[str]:
-    """Database (created if missing), migrations and the services' database roles; the local broker
-    and its service accounts."""
-    if ensure_database(settings.database_url):
-        console.print(f"created database {describe(settings.database_url)}")
-    applied = migrate(settings.database_url)
-    with_service_roles(settings)
+def migrate_as_owner(settings: Settings) -> list[str]:
+    """Pending migrations, applied by the schema's owner role (never the bootstrap's superuser)."""
+    return migrate(settings.owner_url)
+
+
+def bring_up(settings: Settings) -> tuple[Settings, list[str]]:
+    """Bootstrap the database (created if missing) and its roles, migrate as the owner role; the
+    local broker and its service accounts. Returns the services' settings and the migrations applied."""
+    settings = with_service_roles(settings)
+    applied = migrate_as_owner(settings)
     if settings.manage_broker:
         from cli.local_broker import start_local_broker
 
@@ -99,7 +108,7 @@ def bring_up(settings: Settings) -> list[str]:
     from ingest.worker import ensure_sessions
 
     ensure_sessions(settings, settings.ingest_workers)
-    return applied
+    return settings, applied
 
 
 @app.command()
@@ -107,7 +116,7 @@ def up() -> None:
     """Start or reuse the local stack (database, migrations, Mosquitto from mosquitto.conf). Idempotent."""
     settings = _settings(create_secrets=True)
     with _clear_errors():
-        applied = bring_up(settings)
+        _, applied = bring_up(settings)
     console.print(f"database {describe(settings.database_url)}: "
                   f"{'applied ' + ', '.join(applied) if applied else 'schema up to date'}")
     console.print("[green]stack is up[/green]")
@@ -160,12 +169,23 @@ def status() -> None:
         raise typer.Exit(1)
 
 
-@db_app.command("migrate")
-def db_migrate() -> None:
-    """Apply pending migrations (a no-op when up to date)."""
+@db_app.command("bootstrap")
+def db_bootstrap() -> None:
+    """The one-time step that needs a superuser (CARGOTRACE_DATABASE_URL): the owner, ingest and API
+    roles, the database owned by the owner role, TimescaleDB, grants. Idempotent; `up` runs it."""
     settings = _settings()
     with _clear_errors():
-        applied = migrate(settings.database_url)
+        settings = with_service_roles(settings, bootstrap=True)
+    console.print(f"database {describe(settings.database_url)} bootstrapped; migrations run as "
+                  f"{conninfo_to_dict(settings.owner_url).get('user')}")
+
+
+@db_app.command("migrate")
+def db_migrate() -> None:
+    """Apply pending migrations as the schema's owner role (a no-op when up to date)."""
+    settings = _settings()
+    with _clear_errors():
+        applied = migrate_as_owner(with_service_roles(settings))
     console.print(f"applied: {', '.join(applied)}" if applied else "schema up to date")
 
 
@@ -201,8 +221,8 @@ def run(workers: Annotated[int | None, typer.Option(help="ingest worker processe
     """Run the platform in the foreground: migrations, ingest workers, the API, scheduled retention."""
     settings = _settings()
     with _clear_errors():
-        migrate(settings.database_url)
         settings = with_service_roles(settings)
+        migrate_as_owner(settings)
     _serve(settings, workers or settings.ingest_workers, maintain=True, api=True)
 
 
@@ -226,8 +246,8 @@ def demo(once: Annotated[bool, typer.Option("--once", help="exit after the demo 
     settings = _settings(create_secrets=True).model_copy(update={"log_level": "WARNING"})
     configure_logging(settings.log_level)
     with _clear_errors():
-        bring_up(settings)
-        run_demo_command(with_service_roles(settings), once=once, scenario=scenario)
+        services, _ = bring_up(settings)
+        run_demo_command(services, once=once, scenario=scenario)
     console.print("stopped cleanly")
 
 

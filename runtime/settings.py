@@ -26,8 +26,9 @@ class Settings(BaseSettings):
 
     # --- database -------------------------------------------------------------------------------
     database_url: str = "postgresql://cargotrace:cargotrace@127.0.0.1:5432/cargotrace"
-    # The least-privilege roles the services connect as (ingest/db_roles.py); unset: the ones
-    # `cargotrace up` created (<state_dir>/db-roles.json), else database_url.
+    # database_url is the superuser's, for the one-time bootstrap (`cargotrace db bootstrap`, run by
+    # `up`). The least-privilege roles (ingest/db_roles.py): the owner runs migrations, retention
+    # and the health loop; unset: the ones the bootstrap created (<state_dir>/db-roles.json).
     owner_database_url: str = ""
     ingest_database_url: str = ""
     api_database_url: str = ""

@@ -21,10 +21,11 @@
 #      list changed, and checks CREATE EXTENSION in a scratch database (once per
 #      server/cluster/version/preload state, remembered in $CARGOTRACE_SETUP_DIR).
 #   3. Role `cargotrace` (LOGIN SUPERUSER, password `cargotrace`: the development and test role that
-#      runs migrations and creates test databases) and database `cargotrace`; checks a password
-#      login over 127.0.0.1:5432, never resetting a password someone changed (unless
-#      CARGOTRACE_SETUP_RESET_PASSWORD=1). The services' least-privilege roles are created by
-#      `cargotrace up` (ingest/db_roles.py), their passwords kept in the state directory.
+#      runs the one-time bootstrap of `cargotrace up` / `cargotrace db bootstrap` and creates test
+#      databases) and database `cargotrace`; checks a password login over 127.0.0.1:5432, never
+#      resetting a password someone changed (unless CARGOTRACE_SETUP_RESET_PASSWORD=1). The
+#      bootstrap creates the least-privilege roles (ingest/db_roles.py; passwords in the state
+#      directory); migrations then run as <db>_owner, which is no superuser.
 #   4. Python: <repo>/.venv, `pip install -e '.[dev]'` (skipped while the stamp
 #      .venv/.installed-<sha256 of pyproject.toml> exists).
 #

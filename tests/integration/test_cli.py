@@ -17,6 +17,7 @@ import orjson
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ingest.db import connect
@@ -35,6 +36,9 @@ def env(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator
     url = make_conninfo(database_url, dbname=f"{conninfo_to_dict(database_url)['dbname']}_cli")
     recreate_database(url)
     drop_service_roles(url)  # `up` creates them again, with passwords in this run's state directory
+    # ... and the database too, owned by the owner role (its one-time bootstrap).
+    with connect(make_conninfo(url, dbname="postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(conninfo_to_dict(url)["dbname"])))
     values = {**os.environ, "CARGOTRACE_STATE_DIR": str(tmp_path_factory.mktemp("cli-state")),
               "CARGOTRACE_MQTT_PORT": str(free_port()), "CARGOTRACE_MQTT_TLS_PORT": str(free_port()),
               "CARGOTRACE_API_PORT": str(free_port()),
@@ -52,9 +56,12 @@ def test_up_is_idempotent_and_status_reports_the_stack(env: dict[str, str]) -> N
     first = cli(env, "up")
     assert first.returncode == 0, first.stderr
     assert "stack is up" in first.stderr and "0001_telemetry.sql" in first.stderr
+    before = _roles_and_migrations(env)
     second = cli(env, "up")
     assert second.returncode == 0, second.stderr
     assert "schema up to date" in second.stderr
+    # No password changed (catalog hashes, state file), no migration re-run (same rows, same times).
+    assert _roles_and_migrations(env) == before
     pid = next(line for line in first.stderr.splitlines() if "Mosquitto pid" in line).split()[3]
     assert f"Mosquitto pid {pid} " in second.stderr  # the running broker was reused, not restarted
     status = cli(env, "status")
@@ -64,6 +71,34 @@ def test_up_is_idempotent_and_status_reports_the_stack(env: dict[str, str]) -> N
     assert re.fullmatch(r"2\.\d+\.\d+", rows["timescaledb"])  # the extension's version, not "not installed"
     assert rows["database"].startswith("up") and rows["broker"].startswith("up")
     assert re.fullmatch(r"(\d+) of \1 applied", rows["migrations"])
+
+
+def _roles_and_migrations(env: dict[str, str]) -> tuple[object, ...]:
+    url = env["CARGOTRACE_DATABASE_URL"]
+    with connect(url) as conn:
+        hashes = conn.execute("SELECT rolname, rolpassword FROM pg_authid WHERE rolname LIKE %s ORDER BY 1",
+                              (f"{conninfo_to_dict(url)['dbname']}\\_%",)).fetchall()
+        rows = conn.execute("SELECT version, applied_at, applied_by FROM schema_migrations ORDER BY 1").fetchall()
+    assert len(hashes) == 3 and all(h for _, h in hashes)
+    return hashes, rows, (Path(env["CARGOTRACE_STATE_DIR"]) / "db-roles.json").read_bytes()
+
+
+def test_up_migrates_as_the_owner_role_which_is_no_superuser(env: dict[str, str]) -> None:
+    assert cli(env, "up").returncode == 0
+    url = env["CARGOTRACE_DATABASE_URL"]
+    owner = f"{conninfo_to_dict(url)['dbname']}_owner"
+    with connect(url) as conn:
+        assert conn.execute("SELECT rolsuper, rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = %s",
+                            (owner,)).fetchone() == (False, False, False)
+        # `up` created the database for the owner role and every migration ran as that role ...
+        assert conn.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()"
+                            ).fetchone() == (owner,)
+        applied_by = conn.execute("SELECT DISTINCT applied_by FROM schema_migrations").fetchall()
+        assert applied_by == [(owner,)]
+        # ... so it owns what they created (the newest migration's tables included), with no hand-over.
+        owners = conn.execute("SELECT DISTINCT pg_get_userbyid(relowner) FROM pg_class "
+                              "WHERE relnamespace = 'public'::regnamespace AND relkind IN ('r', 'p', 'S')").fetchall()
+        assert owners == [(owner,)]
 
 
 def test_device_add_prints_credentials_that_work(env: dict[str, str]) -> None:
