@@ -8,7 +8,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from core.contract import DEVICE_ID_RE
-from devices.broker_accounts import BrokerAccounts
+from devices.accounts import open_accounts
 from runtime.settings import Settings
 
 DEVICE_KINDS = ("scanner", "rfid_gate", "gps_tracker", "env_sensor")
@@ -78,7 +78,7 @@ def add_device(settings: Settings, conn: psycopg.Connection, spec: DeviceSpec) -
             raise ProvisioningError(f"device {spec.device_id!r} exists; use `cargotrace device rotate` "
                                     "for new credentials")
         upsert_device(conn, spec)
-        with BrokerAccounts(settings) as accounts:
+        with open_accounts(settings) as accounts:
             # The broker account is made inside the open transaction: if it fails, no row is left.
             password = accounts.add_device(spec.device_id)
     return _credentials(settings, spec.device_id, password)
@@ -87,7 +87,7 @@ def add_device(settings: Settings, conn: psycopg.Connection, spec: DeviceSpec) -
 def rotate_device(settings: Settings, conn: psycopg.Connection, device_id: str) -> Credentials:
     if not conn.execute("SELECT 1 FROM devices WHERE device_id = %s", (device_id,)).fetchone():
         raise ProvisioningError(f"device {device_id!r} is not registered")
-    with BrokerAccounts(settings) as accounts:
+    with open_accounts(settings) as accounts:
         password = (accounts.rotate_device(device_id) if accounts.device_exists(device_id)
                     else accounts.add_device(device_id))
     return _credentials(settings, device_id, password)
@@ -95,7 +95,7 @@ def rotate_device(settings: Settings, conn: psycopg.Connection, device_id: str) 
 
 def remove_device(settings: Settings, conn: psycopg.Connection, device_id: str) -> bool:
     """Revoke broker access first (a removed device must not keep publishing), then the row."""
-    with BrokerAccounts(settings) as accounts:
+    with open_accounts(settings) as accounts:
         accounts.remove_device(device_id)
     with conn.transaction():
         cur = conn.execute("DELETE FROM devices WHERE device_id = %s", (device_id,))

@@ -22,10 +22,10 @@ log = logging.getLogger("cargotrace.supervisor")
 
 
 def _worker_main(settings: Settings, index: int) -> None:
-    from ingest.worker import IngestWorker
+    from ingest.transport import make_worker
 
     configure_logging(settings.log_level)
-    worker = IngestWorker(settings, index)
+    worker = make_worker(settings, index)
 
     def _stop(_sig: int, _frame: FrameType | None) -> None:
         worker.stop()

@@ -305,9 +305,12 @@ class IngestWorker:
                              self.counters.dead_letters)
                     last_report, last_applied = now, self.counters.applied
         finally:
-            self._client.disconnect()
-            self._client.loop_stop()
+            self.close_transport()
             self._drop_db()
+
+    def close_transport(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
 
 
 def ensure_sessions(settings: Settings, workers: int) -> None:

@@ -11,7 +11,7 @@ import json
 import os
 import secrets as _secrets
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -57,6 +57,22 @@ class Settings(BaseSettings):
     # The broker's own certificate and key; unset: generated for the local stack.
     broker_tls_certfile: Path | None = None
     broker_tls_keyfile: Path | None = None
+
+    # Which broker carries device traffic: one Mosquitto, or a NATS cluster with JetStream
+    # (CONTRACT section 5). Devices speak MQTT to either; only the transport seam differs.
+    broker: Literal["mosquitto", "nats"] = "mosquitto"
+    # NATS client URLs of the cluster (comma separated) for the services; empty: the local cluster.
+    nats_servers: str = ""
+    nats_bin: str = "nats-server"
+    # The local cluster of `cargotrace up --cluster N`: node i listens on base+i (clients),
+    # base+10+i (MQTT), base+20+i (routes), base+30+i (monitoring).
+    nats_port_base: int = 14300
+    nats_cluster_size: int = 3
+    nats_stream: str = "CARGOTRACE_DEV"
+    nats_durable: str = "cargotrace-ingest"
+    nats_replicas: int = 3
+    # A delivered message not acked within this time is redelivered (to any worker).
+    nats_ack_wait_s: float = 30.0
 
     # --- local state ----------------------------------------------------------------------------
     state_dir: Path = PROJECT_ROOT / ".cargotrace"
@@ -145,6 +161,15 @@ class Settings(BaseSettings):
     def mqtt_client_port(self) -> int:
         """The port the platform's own MQTT clients connect to (TLS or plain)."""
         return self.mqtt_tls_port if self.mqtt_tls else self.mqtt_port
+
+    @property
+    def nats_dir(self) -> Path:
+        return self.state_dir / "nats"
+
+    def nats_urls(self) -> list[str]:
+        if self.nats_servers:
+            return [url.strip() for url in self.nats_servers.split(",") if url.strip()]
+        return [f"nats://127.0.0.1:{self.nats_port_base + i}" for i in range(self.nats_cluster_size)]
 
 
 def write_private(path: Path, text: str) -> None:

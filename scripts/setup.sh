@@ -191,7 +191,7 @@ else
 fi
 
 # chromium: the browser the dashboard's end-to-end tests drive (Playwright never downloads its own).
-want=(mosquitto mosquitto-clients cmake build-essential xz-utils curl ca-certificates chromium)
+want=(mosquitto mosquitto-clients nats-server cmake build-essential xz-utils curl ca-certificates chromium)
 if ((uses_debian_python)); then want+=(python3 python3-venv python3-dev); fi
 server_installed=$(newest_installed_server)
 if [[ -z $server_installed ]]; then
