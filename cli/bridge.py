@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from devices.accounts import device_mqtt_version
 from devices.bridge_cli import BridgeError, run_gps_bridge, run_scanner_bridge
 from runtime.logs import configure_logging
 from runtime.settings import load_settings
@@ -54,7 +55,7 @@ def scanner(
         run_scanner_bridge(port, device, _password(password), host=settings.mqtt_host,
                            port_mqtt=settings.mqtt_client_port,
                            ca_file=str(settings.mqtt_ca_path) if settings.mqtt_tls else None,
-                           prefix=settings.topic_prefix,
+                           prefix=settings.topic_prefix, mqtt_version=device_mqtt_version(settings),
                            buffer_path=buffer or settings.state_dir / f"bridge-{device}.db", baudrate=baudrate,
                            terminator=ends[terminator], separator=separator, mode=mode, location=location)
     except BridgeError as exc:
@@ -78,7 +79,7 @@ def gps(
         run_gps_bridge(port, device, _password(password), host=settings.mqtt_host,
                        port_mqtt=settings.mqtt_client_port,
                        ca_file=str(settings.mqtt_ca_path) if settings.mqtt_tls else None,
-                       prefix=settings.topic_prefix,
+                       prefix=settings.topic_prefix, mqtt_version=device_mqtt_version(settings),
                        buffer_path=buffer or settings.state_dir / f"bridge-{device}.db", baudrate=baudrate,
                        interval_s=interval)
     except BridgeError as exc:

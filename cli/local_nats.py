@@ -111,7 +111,12 @@ def start_node(binary: str, node: Node, members: list[Node], accounts: Path) -> 
 
 
 def stop_local_cluster(settings: Settings, size: int | None = None) -> int:
-    """SIGTERM every node we started and wait for it to exit; returns how many were stopped."""
+    """SIGTERM every node we started and wait for it to exit; returns how many were stopped.
+
+    Without ``size``, as many nodes as there are node directories (whatever `up --cluster N` used)."""
+    if size is None:
+        root = settings.nats_dir.resolve()
+        size = len(list(root.glob("n[0-9]*"))) if root.is_dir() else 0
     stopped = 0
     for node in nodes(settings, size):
         if stop_node(node):

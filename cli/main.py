@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import psycopg
 import typer
@@ -21,7 +21,8 @@ from rich.table import Table
 from api.tokens import ROLES, create_token, list_tokens, revoke_token
 from cli.bridge import bridge_app
 from cli.simulate import simulate_app
-from devices.broker_accounts import BrokerAccounts, BrokerError
+from devices.accounts import open_accounts
+from devices.broker_accounts import BrokerError
 from devices.provisioning import DEVICE_KINDS, DeviceSpec, ProvisioningError, add_device, remove_device, rotate_device
 from ingest.db import StoreError, applied_versions, connect, describe, ensure_database, migrate, migrations
 from ingest.maintenance import HYPERTABLES, apply_retention
@@ -103,20 +104,46 @@ def bring_up(settings: Settings) -> tuple[Settings, list[str]]:
         pid = start_local_broker(settings)
         console.print(f"broker: Mosquitto pid {pid} on {settings.mqtt_host}:{settings.mqtt_port} "
                       f"(config {settings.mosquitto_conf})")
-    with BrokerAccounts(settings) as accounts:
+    with open_accounts(settings) as accounts:
         accounts.ensure_service_accounts()
-    from ingest.worker import ensure_sessions
+    from ingest.transport import prepare_ingest
 
-    ensure_sessions(settings, settings.ingest_workers)
+    prepare_ingest(settings, settings.ingest_workers)
     return settings, applied
 
 
+def _bring_up_cluster(settings: Settings, size: int, workers: int) -> list[str]:
+    from cli.cluster import bring_up_cluster, cluster_settings
+
+    settings = with_service_roles(cluster_settings(settings, size))
+    applied = migrate_as_owner(settings)
+    pids = bring_up_cluster(settings, workers)
+    ports = ", ".join(str(node.mqtt_port) for node in _cluster_nodes(settings))
+    console.print(f"NATS cluster: {len(pids)} node(s), pids {', '.join(map(str, pids))}; MQTT on {ports}; "
+                  f"stream {settings.nats_stream} with {settings.nats_replicas} replica(s); {workers} ingest worker(s)")
+    console.print(f"use it with: export CARGOTRACE_BROKER=nats CARGOTRACE_NATS_CLUSTER_SIZE={size} "
+                  f"CARGOTRACE_MQTT_PORT={settings.mqtt_port}")
+    return applied
+
+
+def _cluster_nodes(settings: Settings) -> list[Any]:
+    from cli.local_nats import nodes
+
+    return list(nodes(settings))
+
+
 @app.command()
-def up() -> None:
+def up(cluster: Annotated[int, typer.Option(
+           "--cluster", help="start a local NATS JetStream cluster of this many nodes (and its ingest workers) "
+                             "instead of Mosquitto")] = 0,
+       workers: Annotated[int | None, typer.Option(help="ingest workers to start with --cluster")] = None) -> None:
     """Start or reuse the local stack (database, migrations, Mosquitto from mosquitto.conf). Idempotent."""
     settings = _settings(create_secrets=True)
     with _clear_errors():
-        _, applied = bring_up(settings)
+        if cluster > 0:
+            applied = _bring_up_cluster(settings, cluster, settings.ingest_workers if workers is None else workers)
+        else:
+            _, applied = bring_up(settings)
     console.print(f"database {describe(settings.database_url)}: "
                   f"{'applied ' + ', '.join(applied) if applied else 'schema up to date'}")
     console.print("[green]stack is up[/green]")
@@ -127,10 +154,14 @@ def down() -> None:
     """Stop the local Mosquitto started by `up` (PostgreSQL is a system service and keeps running)."""
     settings = _settings()
     with _clear_errors():
+        from cli.cluster import bring_down_cluster
         from cli.local_broker import stop_local_broker
 
         stopped = stop_local_broker(settings)
+        nodes_stopped = bring_down_cluster(settings)
     console.print("broker stopped" if stopped else "broker was not running")
+    if nodes_stopped:
+        console.print(f"NATS cluster stopped ({nodes_stopped} node(s)) with its ingest workers")
 
 
 @app.command()
@@ -155,7 +186,9 @@ def status() -> None:
     except StoreError as exc:
         healthy = False
         table.add_row("database", f"[red]down[/red] {exc}")
-    if settings.manage_broker:
+    if settings.broker == "nats":
+        healthy = _cluster_status_rows(settings, table) and healthy
+    elif settings.manage_broker:
         from cli.local_broker import local_broker_status
 
         state = local_broker_status(settings)
@@ -169,6 +202,37 @@ def status() -> None:
         raise typer.Exit(1)
 
 
+def _cluster_status_rows(settings: Settings, table: Table) -> bool:
+    """The NATS nodes (up, JetStream healthy, routes) and the device stream's replicas."""
+    from cli.cluster import ingest_pid, stream_state
+    from cli.local_nats import cluster_status
+
+    healthy = True
+    for node in cluster_status(settings):
+        ok = node["up"] and node["healthy"]
+        healthy = healthy and ok
+        table.add_row(f"nats {node['node']}", f"{'[green]healthy[/green]' if ok else '[red]down[/red]'} "
+                                              f"pid {node['pid']} client {node['client_port']} "
+                                              f"mqtt {node['mqtt_port']} routes {node['routes']}")
+    stream = stream_state(settings)
+    if "error" in stream:
+        healthy = False
+        table.add_row("stream", f"[red]unavailable[/red] {stream['error']}")
+    else:
+        followers = ", ".join(f"{r['name']} {'current' if r['current'] else 'behind'} lag {r['lag'] or 0}"
+                              for r in stream["replicas"])
+        table.add_row(f"stream {settings.nats_stream}", f"{stream['replicas_configured']} replica(s), leader "
+                      f"{stream['leader']}; followers: {followers or 'none'}; {stream['messages']} message(s)")
+        table.add_row(f"consumer {settings.nats_durable}", f"{stream['pending']} pending, "
+                      f"{stream['ack_pending']} delivered un-acked")
+    pid = ingest_pid(settings)
+    table.add_row("ingest workers", f"supervisor pid {pid}" if pid else "not started by `up --cluster`")
+    return healthy
+
+
+@db_app.command("migrate")
+def db_migrate() -> None:
+    """Apply pending migrations (a no-op when up to date)."""
 @db_app.command("bootstrap")
 def db_bootstrap() -> None:
     """The one-time step that needs a superuser (CARGOTRACE_DATABASE_URL): the owner, ingest and API

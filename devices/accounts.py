@@ -31,6 +31,11 @@ class DeviceAccounts(Protocol):
     def list_devices(self) -> list[str]: ...
 
 
+def device_mqtt_version(settings: Settings) -> int:
+    """The MQTT protocol level devices speak: 5 to Mosquitto; NATS's listener serves 3.1.1 (level 4) only."""
+    return 4 if settings.broker == "nats" else 5
+
+
 def open_accounts(settings: Settings) -> DeviceAccounts:
     if settings.broker == "nats":
         from devices.nats_accounts import NatsAccounts

@@ -37,7 +37,8 @@ class _Runtime:
 
 
 def run_scanner_bridge(port: str, device_id: str, password: str, *, host: str, port_mqtt: int, prefix: str,
-                       buffer_path: str | Path, ca_file: str | None = None, baudrate: int = 9600,
+                       buffer_path: str | Path, ca_file: str | None = None, mqtt_version: int = 5,
+                       baudrate: int = 9600,
                        terminator: bytes = b"\r\n",
                        separator: str | None = None, mode: str | None = None, location: str | None = None,
                        expected_symbology: str | None = None, stop: threading.Event | None = None,
@@ -50,7 +51,7 @@ def run_scanner_bridge(port: str, device_id: str, password: str, *, host: str, p
     """
     config = ScannerConfig(terminator=terminator, separator=separator, mode=mode, location=location,
                            expected_symbology=expected_symbology)
-    target = BrokerTarget(host, port_mqtt, prefix, device_id, password, ca_file)
+    target = BrokerTarget(host, port_mqtt, prefix, device_id, password, ca_file, mqtt_version)
     with _runtime(buffer_path, target, stop) as rt:
         bridge = ScannerBridge(device_id, config, rt.buffer, rt.publisher.notify)
         log.info("scanner bridge %s: opening %s at %d baud", device_id, port, baudrate)
@@ -59,7 +60,8 @@ def run_scanner_bridge(port: str, device_id: str, password: str, *, host: str, p
 
 
 def run_gps_bridge(port: str, device_id: str, password: str, *, host: str, port_mqtt: int, prefix: str,
-                   buffer_path: str | Path, ca_file: str | None = None, baudrate: int = 9600, interval_s: float = 5.0,
+                   buffer_path: str | Path, ca_file: str | None = None, mqtt_version: int = 5,
+                   baudrate: int = 9600, interval_s: float = 5.0,
                    stop: threading.Event | None = None, ready: threading.Event | None = None) -> None:
     """NMEA 0183 GPS on ``port`` to ``position`` messages of ``device_id``, one per ``interval_s`` at most.
 
@@ -67,7 +69,7 @@ def run_gps_bridge(port: str, device_id: str, password: str, *, host: str, port_
     """
     if interval_s < 0:
         raise BridgeError(f"interval must be 0 or more seconds, got {interval_s}")
-    target = BrokerTarget(host, port_mqtt, prefix, device_id, password, ca_file)
+    target = BrokerTarget(host, port_mqtt, prefix, device_id, password, ca_file, mqtt_version)
     with _runtime(buffer_path, target, stop) as rt:
         bridge = GpsBridge(device_id, rt.buffer, rt.publisher.notify, interval_s=interval_s)
         log.info("GPS bridge %s: opening %s at %d baud, a position every %g s at most", device_id, port,

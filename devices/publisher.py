@@ -53,6 +53,8 @@ class BrokerTarget:
     password: str
     # TLS when set: the CA file the broker's certificate is verified against.
     ca_file: str | None = None
+    # MQTT protocol level: 5, or 4 (3.1.1) for a broker that serves only that (NATS).
+    mqtt_version: int = 5
 
     def topic(self, kind: str) -> str:
         return f"{self.prefix}/dev/{self.device_id}/{kind}"
@@ -127,7 +129,8 @@ class BufferedPublisher:
         self._thread: threading.Thread | None = None
         self.published = 0  # messages acknowledged by the broker (for logs and tests)
         # The broker binds each device account to the client id equal to its device id.
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=target.device_id, protocol=mqtt.MQTTv5)
+        protocol = mqtt.MQTTv5 if target.mqtt_version == 5 else mqtt.MQTTv311
+        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=target.device_id, protocol=protocol)
         self._client.username_pw_set(target.device_id, target.password)
         if target.ca_file:
             self._client.tls_set(ca_certs=target.ca_file)

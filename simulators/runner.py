@@ -124,6 +124,9 @@ async def run_devices(host: str, port: int, topic_prefix: str, passwords: Mappin
     return stats
 
 
+_UNSUPPORTED_PROTOCOL_VERSION = 132
+
+
 async def _connect_all(stack: AsyncExitStack, host: str, port: int, passwords: Mapping[str, str],
                        device_ids: list[str], stats: RunStats, concurrency: int,
                        tls: ssl.SSLContext | None) -> dict[str, aiomqtt.Client]:
@@ -131,14 +134,22 @@ async def _connect_all(stack: AsyncExitStack, host: str, port: int, passwords: M
     clients: dict[str, aiomqtt.Client] = {}
 
     async def connect(device_id: str) -> None:
-        client = aiomqtt.Client(host, port, username=device_id, password=passwords[device_id],
-                                identifier=device_id, tls_context=tls, protocol=aiomqtt.ProtocolVersion.V5,
-                                keepalive=60, max_inflight_messages=1000, timeout=30)
         async with gate:
-            try:
-                await stack.enter_async_context(client)
-            except aiomqtt.MqttError as exc:
-                raise RunnerError(f"device {device_id} could not connect to {host}:{port}: {exc}") from None
+            # MQTT 5 first; a broker that serves only 3.1.1 (NATS) refuses it with "unsupported
+            # protocol version" (132), and the device speaks 3.1.1 instead, as field devices do.
+            for version in (aiomqtt.ProtocolVersion.V5, aiomqtt.ProtocolVersion.V311):
+                client = aiomqtt.Client(host, port, username=device_id, password=passwords[device_id],
+                                        identifier=device_id, tls_context=tls, protocol=version,
+                                        keepalive=60, max_inflight_messages=1000, timeout=30)
+                try:
+                    await stack.enter_async_context(client)
+                    break
+                except aiomqtt.MqttCodeError as exc:
+                    if version is aiomqtt.ProtocolVersion.V5 and exc.rc == _UNSUPPORTED_PROTOCOL_VERSION:
+                        continue
+                    raise RunnerError(f"device {device_id} could not connect to {host}:{port}: {exc}") from None
+                except aiomqtt.MqttError as exc:
+                    raise RunnerError(f"device {device_id} could not connect to {host}:{port}: {exc}") from None
         clients[device_id] = client
         stats.connected += 1
 
