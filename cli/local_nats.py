@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
+import socket
 import subprocess
 import time
 import urllib.error
@@ -70,6 +72,27 @@ def nodes(settings: Settings, size: int | None = None) -> list[Node]:
 
 def accounts_file(settings: Settings) -> Path:
     return settings.nats_dir.resolve() / "accounts.conf"
+
+
+def free_port_block(size: int = 40) -> int:
+    """A base port with ``size`` free ports after it (node i uses base+i, +10, +20, +30), below the
+    ephemeral range so that client connections never take one between the check and the start."""
+    bases = list(range(20000, 32000, size))
+    random.Random(os.getpid()).shuffle(bases)  # parallel runs (tests, benches) start elsewhere
+    for base in bases:
+        if all(_port_free(base + i) for i in range(size)):
+            return base
+    raise RuntimeError("no block of free ports between 20000 and 32000")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as nats-server binds
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 # --- public API ----------------------------------------------------------------------------------
@@ -190,6 +213,13 @@ def render_config(node: Node, members: list[Node], accounts: Path) -> str:
 # --- process and monitoring ---------------------------------------------------------------------
 
 
+def _exit_status(node: Node) -> str:
+    conf = str(node.conf)
+    codes = [f"pid {pid} exited {proc.returncode}" for pid, proc in _children.items()
+             if proc.returncode is not None and isinstance(proc.args, list) and conf in map(str, proc.args)]
+    return ", ".join(codes) or "not a child of this process"
+
+
 def node_pid(node: Node) -> int | None:
     try:
         pid = int(node.pid_file.read_text().strip())
@@ -233,7 +263,8 @@ def wait_healthy(members: list[Node], timeout: float) -> None:
         while not _healthy(node):
             pid = node_pid(node)
             if pid is None:
-                raise BrokerError(f"NATS node {node.name} exited while starting; last lines of {node.log}:\n"
+                raise BrokerError(f"NATS node {node.name} exited while starting ({_exit_status(node)}); "
+                                  f"last lines of {node.log}:\n"
                                   f"{_tail(node.log)}")
             if time.monotonic() > deadline:
                 raise BrokerError(f"NATS node {node.name} not healthy after {timeout:g} s; last lines of "

@@ -488,6 +488,9 @@ def bench_ingest(
     live_rate: Annotated[int, typer.Option(help="msg/s in the latency phase")] = 2000,
     live_seconds: Annotated[float, typer.Option(help="length of the latency phase")] = 15.0,
     out: Annotated[Path, typer.Option(help="where the plot and JSON go")] = Path("bench-results"),
+    broker: Annotated[str | None, typer.Option(
+        help="nats: backlog drain with 1, 2 and 4 workers on a private 3-node NATS cluster beside Mosquitto "
+             "in the same run (a scaling table)")] = None,
 ) -> None:
     """Backlog drain vs broker and COPY ceilings, then live latency; last line is JSON."""
     from cli.bench_ingest import run_bench
@@ -496,6 +499,14 @@ def bench_ingest(
     settings = _settings()
     with _clear_errors():
         try:
+            if broker is not None:
+                if broker != "nats":
+                    raise ValueError(f"--broker must be nats (Mosquitto runs beside it), not {broker!r}")
+                from cli.bench_scaling import print_table, run_scaling
+
+                counts = [workers] if workers else [1, 2, 4]
+                print_table(run_scaling(settings, messages, devices, counts, out))
+                return
             run_bench(settings, messages, workers or settings.ingest_workers, devices, live_rate, live_seconds, out)
         except LoadError as exc:
             raise ValueError(f"benchmark failed: {exc}") from None

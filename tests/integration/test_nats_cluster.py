@@ -6,7 +6,6 @@ workers consume the replicated stream through node 3 (and any other) with a dura
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 import uuid
@@ -22,7 +21,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from cli.local_nats import nodes, start_local_cluster, stop_local_cluster
+from cli.local_nats import free_port_block, nodes, start_local_cluster, stop_local_cluster
 from devices.accounts import open_accounts
 from devices.provisioning import Credentials
 from ingest.transport import make_worker, prepare_ingest
@@ -36,32 +35,10 @@ pytestmark = pytest.mark.integration
 SLOW = 90.0
 
 
-def _free_port_block(size: int = 40) -> int:
-    """A base port with ``size`` free ports after it (node i uses base+i, +10, +20, +30)."""
-    for _ in range(200):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = int(probe.getsockname()[1])
-        if base + size > 65000:
-            continue
-        if all(_port_free(base + i) for i in range(size)):
-            return base
-    raise RuntimeError("no block of free ports")
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     state = tmp_path_factory.mktemp("nats-state")
-    base = _free_port_block()
+    base = free_port_block()
     settings = load_settings(create_secrets=True, state_dir=state, broker="nats", nats_port_base=base,
                              mqtt_host="127.0.0.1", mqtt_port=base + 10)
     try:
