@@ -101,7 +101,7 @@ def bring_down_cluster(settings: Settings) -> int:
 
 
 async def _stream_state(settings: Settings) -> dict[str, Any]:
-    nc = await connect_service(settings, "cargotrace-status")
+    nc = await connect_service(settings, "cargotrace-status", reconnect=False)
     try:
         js = nc.jetstream(timeout=10)
         info = await js.stream_info(settings.nats_stream)
@@ -119,6 +119,6 @@ async def _stream_state(settings: Settings) -> dict[str, Any]:
 def stream_state(settings: Settings) -> dict[str, Any]:
     """The device stream as JetStream reports it: leader, followers and whether they are current."""
     try:
-        return asyncio.run(asyncio.wait_for(_stream_state(settings), 30))
+        return asyncio.run(asyncio.wait_for(_stream_state(settings), 15))
     except (nats.errors.Error, TimeoutError, OSError, StoreError) as exc:
         return {"error": repr(exc)}

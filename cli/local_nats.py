@@ -129,7 +129,9 @@ def start_node(binary: str, node: Node, members: list[Node], accounts: Path) -> 
     except OSError as exc:
         raise BrokerError(f"cannot run {binary}: {exc}") from exc
     _children[proc.pid] = proc
-    node.pid_file.write_text(f"{proc.pid}\n")
+    tmp = node.pid_file.with_suffix(".tmp")  # atomic: a reader never sees a half-written pid file
+    tmp.write_text(f"{proc.pid}\n")
+    tmp.replace(node.pid_file)
     return proc.pid
 
 
@@ -225,6 +227,9 @@ def node_pid(node: Node) -> int | None:
         pid = int(node.pid_file.read_text().strip())
     except (OSError, ValueError):
         return None
+    child = _children.get(pid)
+    if child is not None:
+        return pid if child.poll() is None else None  # our own child: no need to trust /proc
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
@@ -249,9 +254,14 @@ def _varz(node: Node) -> dict[str, Any]:
 
 
 def _healthy(node: Node) -> bool:
-    """/healthz answers 200 only once JetStream on this node is current with the cluster."""
+    """JetStream on this node runs and is current with the cluster's meta leader.
+
+    Not the full /healthz: after a restart, a consumer replica that sees no traffic stays "not
+    current" until the consumer is used, which would keep a healthy node "down" indefinitely.
+    Stream replicas' currency is reported separately (`cargotrace status`)."""
+    url = f"http://127.0.0.1:{node.http_port}/healthz?js-server-only=true"
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{node.http_port}/healthz", timeout=2) as resp:
+        with urllib.request.urlopen(url, timeout=2) as resp:
             return bool(resp.status == 200)
     except (OSError, urllib.error.HTTPError):
         return False

@@ -208,12 +208,16 @@ def _cluster_status_rows(settings: Settings, table: Table) -> bool:
     from cli.local_nats import cluster_status
 
     healthy = True
-    for node in cluster_status(settings):
+    local = cluster_status(settings)
+    for node in local:
         ok = node["up"] and node["healthy"]
         healthy = healthy and ok
         table.add_row(f"nats {node['node']}", f"{'[green]healthy[/green]' if ok else '[red]down[/red]'} "
                                               f"pid {node['pid']} client {node['client_port']} "
                                               f"mqtt {node['mqtt_port']} routes {node['routes']}")
+    if not settings.nats_servers and not any(node["up"] for node in local):
+        table.add_row("stream", "[red]no local NATS node runs[/red] (`cargotrace up --cluster 3`)")
+        return False
     stream = stream_state(settings)
     if "error" in stream:
         healthy = False

@@ -71,13 +71,16 @@ class AsyncBridge:
         self._thread.join(5)
 
 
-async def connect_service(settings: Settings, name: str) -> NatsClient:
-    """The service account on every node of the cluster (the client fails over between them)."""
+async def connect_service(settings: Settings, name: str, *, reconnect: bool = True) -> NatsClient:
+    """The service account on every node of the cluster (the client fails over between them).
+
+    ``reconnect=False`` for one-shot checks: fail at once when no node answers."""
     try:
         return await nats.connect(servers=settings.nats_urls(), user=settings.mqtt_service_user,
                                   password=settings.mqtt_service_password, name=name,
-                                  connect_timeout=5, max_reconnect_attempts=-1, reconnect_time_wait=1,
-                                  allow_reconnect=True)
+                                  connect_timeout=5 if reconnect else 2,
+                                  max_reconnect_attempts=-1 if reconnect else 0, reconnect_time_wait=1,
+                                  allow_reconnect=reconnect)
     except (OSError, nats.errors.Error) as exc:
         raise StoreError(f"cannot reach the NATS cluster at {', '.join(settings.nats_urls())} as "
                          f"{settings.mqtt_service_user!r}: {exc!r}. Start it with `cargotrace up --cluster 3` "
