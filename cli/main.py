@@ -234,9 +234,6 @@ def _cluster_status_rows(settings: Settings, table: Table) -> bool:
     return healthy
 
 
-@db_app.command("migrate")
-def db_migrate() -> None:
-    """Apply pending migrations (a no-op when up to date)."""
 @db_app.command("bootstrap")
 def db_bootstrap() -> None:
     """The one-time step that needs a superuser (CARGOTRACE_DATABASE_URL): the owner, ingest and API

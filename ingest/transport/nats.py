@@ -130,7 +130,7 @@ class JetStreamWorker(IngestWorker):
         self._bridge = AsyncBridge(f"nats-{self.client_id}")
         self._nc: NatsClient | None = None
         self._sub: Any = None
-        self._held: dict[int, Msg] = {}  # fetched and not yet acked, by the mid given to Inbound
+        self._unacked: dict[int, Msg] = {}  # fetched and not yet acked, by the mid given to Inbound
         self._next_mid = 0
 
     def connect(self, timeout: float = _CONNECT_TIMEOUT_S) -> None:
@@ -169,12 +169,12 @@ class JetStreamWorker(IngestWorker):
         batch = []
         for msg in msgs:
             self._next_mid += 1
-            self._held[self._next_mid] = msg
+            self._unacked[self._next_mid] = msg
             batch.append(Inbound(subject_to_topic(msg.subject), bytes(msg.data), received, self._next_mid, 1))
         return batch, 0
 
     def _ack(self, messages: Sequence[Inbound], generation: int) -> None:
-        held = [self._held.pop(m.mid) for m in messages]
+        held = [self._unacked.pop(m.mid) for m in messages]
 
         async def ack_all() -> None:
             for msg in held:
@@ -185,6 +185,9 @@ class JetStreamWorker(IngestWorker):
         except (nats.errors.Error, FutureTimeout) as exc:
             # Committed but not acked: redelivered after ack_wait and de-duplicated by identity.
             log.warning("%s: ack failed after commit (%r); the redelivery will be a duplicate", self.client_id, exc)
+
+    def _release(self, released: int) -> None:
+        """No byte accounting here: JetStream's max_ack_pending and the fetch size bound what is held."""
 
     def close_transport(self) -> None:
         nc = self._nc
