@@ -13,10 +13,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
 import secrets
 from collections.abc import Iterator
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -24,7 +22,7 @@ import bcrypt
 
 from cli.local_nats import accounts_file, reload_nodes
 from devices.broker_accounts import BrokerError, validate_device_id
-from runtime.settings import Settings
+from runtime.settings import Settings, write_private
 
 # nats-server recognises `$2a$` hashes; cost 10 keeps a device login near 60 ms of server CPU.
 _BCRYPT_ROUNDS = 10
@@ -71,8 +69,8 @@ class NatsAccounts:
             before = json.dumps(data, sort_keys=True)
             yield data
             if json.dumps(data, sort_keys=True) != before or not self._conf.exists():
-                _write_private(self._store, json.dumps(data, indent=2))
-                _write_private(self._conf, self._render(data))
+                write_private(self._store, json.dumps(data, indent=2))
+                write_private(self._conf, self._render(data))
                 reload_nodes(self._settings)
 
     def _render(self, data: dict[str, Any]) -> str:
@@ -140,13 +138,6 @@ class NatsAccounts:
     def list_devices(self) -> list[str]:
         with self._locked() as data:
             return sorted(data["devices"])
-
-
-def _write_private(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.chmod(tmp, 0o600)
-    tmp.replace(path)
 
 
 def _new_password() -> str:
