@@ -11,13 +11,19 @@ acknowledged to the device; see the README's known limitations.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 
 import orjson
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from cli.cluster import stream_state
 from cli.local_broker import _find_binary
@@ -42,6 +48,7 @@ from tests.integration.test_nats_cluster import SLOW, jetstream_worker, mqtt_dev
 pytestmark = [pytest.mark.integration, pytest.mark.cluster_faults]
 
 ACK_WAIT_S = 5.0
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -181,3 +188,122 @@ def test_a_device_reconnecting_to_another_node_keeps_publishing(settings: Settin
     finally:
         if node_pid(nodes(settings)[0]) is None:
             _restart(settings, 0)
+
+
+# --- a worker's host cut off from the network (network namespace + veth pair made here) --------
+
+_LOST_WORKER = """
+import sys, time
+from runtime.settings import Settings
+from ingest.transport import make_worker
+settings = Settings.model_validate_json(sys.stdin.read())
+worker = make_worker(settings, 9)
+worker.connect()
+batch = []
+while len(batch) < 300:
+    batch.extend(worker._take()[0])
+print("APPLIED", len(worker.apply(batch[:200]).applied), flush=True)  # committed, not acked
+time.sleep(3600)  # the host stays up; only its network goes away
+"""
+
+
+class _Forwarder:
+    """TCP forwarding from the root-side veth address to a loopback port (the services listen there)."""
+
+    def __init__(self, listen_host: str, targets: dict[int, int]) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.listen_host, self.targets = listen_host, targets
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
+
+    async def _start(self) -> None:
+        for listen, target in self.targets.items():
+            await asyncio.start_server(lambda r, w, t=target: self._pipe_to(r, w, t), self.listen_host, listen)
+
+    async def _pipe_to(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            writer.close()
+            return
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except OSError:
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
+
+
+@contextmanager
+def _isolated_host(tag: str) -> Iterator[tuple[str, str, str]]:
+    """A network namespace joined to this host by a veth pair: (namespace, host-side link, host address)."""
+    ns, host_link, ns_link = f"ct-{tag}", f"cth{tag}", f"ctw{tag}"
+    octet = 1 + int(tag, 16) % 250
+    host_addr, ns_addr = f"10.231.{octet}.1", f"10.231.{octet}.2"
+    _ip("netns", "add", ns)
+    try:
+        _ip("link", "add", host_link, "type", "veth", "peer", "name", ns_link)
+        _ip("link", "set", ns_link, "netns", ns)
+        _ip("addr", "add", f"{host_addr}/30", "dev", host_link)
+        _ip("link", "set", host_link, "up")
+        _ip("-n", ns, "addr", "add", f"{ns_addr}/30", "dev", ns_link)
+        _ip("-n", ns, "link", "set", ns_link, "up")
+        _ip("-n", ns, "link", "set", "lo", "up")
+        yield ns, host_link, host_addr
+    finally:
+        subprocess.run(["ip", "link", "del", host_link], capture_output=True, timeout=30, check=False)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30, check=False)
+
+
+def test_a_worker_host_cut_off_mid_batch_is_redelivered_to_the_other_worker_and_applied_once(
+        settings: Settings, db: psycopg.Connection) -> None:
+    """The worker runs in its own network namespace (its "host"); after it committed part of a batch,
+    the veth link is deleted: its un-acked messages go to the other worker after ack_wait, once."""
+    device_id = provision(settings, db).device_id
+    thread, progress = _publishers(settings, [device_id], 1000)
+    thread.join(SLOW)
+    assert len(progress) == 1000
+    tag = uuid.uuid4().hex[:6]
+    node = nodes(settings)[2]
+    db_port = int(conninfo_to_dict(settings.database_url).get("port") or 5432)
+    with _isolated_host(tag) as (ns, host_link, host_addr):
+        forwarder = _Forwarder(host_addr, {node.client_port: node.client_port, db_port: db_port})
+        remote = settings.model_copy(update={
+            "nats_servers": f"nats://{host_addr}:{node.client_port}",
+            "database_url": make_conninfo(settings.database_url, host=host_addr, port=str(db_port))})
+        lost = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", _LOST_WORKER], cwd=ROOT,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert lost.stdin is not None and lost.stdout is not None
+            lost.stdin.write(remote.model_dump_json())
+            lost.stdin.close()
+            line = lost.stdout.readline()  # blocks until the batch is committed (or the worker died)
+            errors = "" if line.strip() == "APPLIED 200" or lost.stderr is None else lost.stderr.read()
+            assert line.strip() == "APPLIED 200", f"isolated worker: {line!r} {errors}"
+            _ip("link", "del", host_link)  # the host's network is gone; the process still runs
+            with jetstream_worker(settings, 0) as other:
+                wait_until(lambda: count(db, "SELECT count(*) FROM env_readings") == 1000, timeout=SLOW,
+                           what="the cut-off worker's messages redelivered")
+                wait_until(lambda: other.counters.duplicates >= 200, timeout=SLOW, what="the committed ones again")
+            assert other.counters.duplicates == 200 and other.counters.applied == 800
+            assert lost.poll() is None  # it never crashed: only its network was cut
+        finally:
+            lost.kill()
+            lost.wait(30)
+            forwarder.close()
+    assert count(db, "SELECT count(DISTINCT msg_id) FROM env_readings") == 1000
