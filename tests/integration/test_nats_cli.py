@@ -10,10 +10,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from psycopg.conninfo import make_conninfo
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from cli.local_nats import free_port_block
 from ingest.db import connect
+from ingest.db_roles import drop_service_roles
 from tests.integration.db_fixtures import recreate_database
 from tests.integration.stack_helpers import count, wait_until
 from tests.integration.test_nats_cluster import SLOW
@@ -25,8 +27,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator[dict[str, str]]:
-    url = make_conninfo(database_url, dbname="cargotrace_nats_cli_test")
+    # Named after this run's test database, so that parallel runs (other worktrees) never share it.
+    url = make_conninfo(database_url, dbname=f"{conninfo_to_dict(database_url)['dbname']}_nats_cli")
     recreate_database(url)
+    drop_service_roles(url)  # `up` creates them again, with passwords in this run's state directory
+    # ... and the database too, owned by the owner role (its one-time bootstrap).
+    with connect(make_conninfo(url, dbname="postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(conninfo_to_dict(url)["dbname"])))
     base = free_port_block()
     values = {**os.environ, "CARGOTRACE_STATE_DIR": str(tmp_path_factory.mktemp("nats-cli-state")),
               "CARGOTRACE_NATS_PORT_BASE": str(base), "CARGOTRACE_DATABASE_URL": url,
