@@ -30,7 +30,7 @@ from itertools import pairwise
 from typing import Final
 
 from core.coldchain import AlarmType, Excursion, Profile, Reading, excursions
-from core.devices import battery_state
+from core.devices import BATTERY_CLEAR_PCT, battery_state
 from core.geo import Dwell, Fence, Fix, as_utc
 from core.positions import PositionIn, accepted_fixes, filter_positions
 from core.shipments import (
@@ -288,21 +288,29 @@ def context_at(contexts: Sequence[Context], ts: datetime) -> Context:
     return next(c for c in contexts if c.holds(ts))
 
 
-def is_reset(profile: Profile, temp_c: float | None, rh_pct: float | None) -> bool:
-    """A reading after which every consecutive rule is idle whatever came before (see the module
-    docstring). Cumulative exposure is not consecutive: ingest windows it from the loading."""
+def reset_band(profile: Profile) -> tuple[bool, float, float, bool, float, float]:
+    """(temperature limited, lowest, highest, humidity limited, lowest, highest) values of a reset
+    reading: inside every limit by the hysteresis (see ``is_reset``)."""
     hyst = profile.hysteresis_c
     rh_hyst = hyst if profile.rh_hysteresis_pct is None else profile.rh_hysteresis_pct
 
-    def inside(value: float | None, lo: float | None, hi: float | None, margin: float) -> bool:
-        if lo is None and hi is None:
-            return True
-        if value is None or not math.isfinite(value):
-            return False
-        return (lo is None or value >= lo + margin) and (hi is None or value <= hi - margin)
+    def band(lo: float | None, hi: float | None, margin: float) -> tuple[bool, float, float]:
+        return (lo is not None or hi is not None, -math.inf if lo is None else lo + margin,
+                math.inf if hi is None else hi - margin)
 
-    return (inside(temp_c, profile.temp_min_c, profile.temp_max_c, hyst)
-            and inside(rh_pct, profile.rh_min_pct, profile.rh_max_pct, rh_hyst))
+    return (*band(profile.temp_min_c, profile.temp_max_c, hyst), *band(profile.rh_min_pct, profile.rh_max_pct, rh_hyst))
+
+
+def is_reset(profile: Profile, temp_c: float | None, rh_pct: float | None) -> bool:
+    """A reading after which every consecutive rule is idle whatever came before: each channel
+    that has limits is inside them by the hysteresis, so an active alarm clears there and a
+    pending run resets. Cumulative exposure is not consecutive: it counts from the context start."""
+    need_t, t_lo, t_hi, need_rh, rh_lo, rh_hi = reset_band(profile)
+
+    def inside(value: float | None, lo: float, hi: float) -> bool:
+        return value is not None and math.isfinite(value) and lo <= value <= hi
+
+    return (not need_t or inside(temp_c, t_lo, t_hi)) and (not need_rh or inside(rh_pct, rh_lo, rh_hi))
 
 
 _LIMIT_TEXT: Final = {
@@ -344,6 +352,11 @@ def excursion_ticket(alarm: EnvAlarm) -> Ticket:
 
 
 # --- battery ---------------------------------------------------------------------------------
+
+
+def battery_reset_level() -> float:
+    """A level at or above this ends any battery episode: a battery window may start there."""
+    return BATTERY_CLEAR_PCT
 
 
 def battery_episodes(device_id: str, levels: Iterable[tuple[datetime, float]]) -> list[BatteryAlarm]:
