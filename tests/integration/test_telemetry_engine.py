@@ -178,3 +178,13 @@ def test_one_wild_first_fix_does_not_reject_the_good_track(truck: psycopg.Connec
         apply(truck, [position(m, 52.40 + m * 1e-5, 13.3) for m in range(start, start + 20)])
     rejected = truck.execute("SELECT msg_id FROM positions WHERE filter_reason IS NOT NULL").fetchall()
     assert rejected == [("wild",)]
+
+
+def test_the_sql_silence_limit_is_the_core_offline_rule(db: psycopg.Connection) -> None:
+    # The API reads "online" through the SQL function; the offline sweep through core.devices.
+    from core.devices import silence_limit_s
+
+    cases = [(None, 5.0, 600.0), (3600.0, 5.0, 600.0), (5.0, 5.0, 600.0), (30.0, 3.0, 10.0), (None, 5.0, 10.0)]
+    for expected, multiple, fallback in cases:
+        row = db.execute("SELECT device_silence_limit_s(%s, %s, %s)", (expected, multiple, fallback)).fetchone()
+        assert row is not None and row[0] == silence_limit_s(expected, multiple, fallback)
