@@ -320,11 +320,13 @@ def _reconcile(cur: psycopg.Cursor, unit: store.EnvUnit, stored: list[store.Stor
     for e, row in sorted(pairs, key=lambda p: p[0].cleared_at is None):
         state = "cleared" if e.cleared_at is not None else "active"
         if row is not None:
-            if (row.started_at, row.cleared_at, row.peak_value) != (e.started_at, e.cleared_at, e.peak_value):
+            if (row.started_at, row.cleared_at, row.peak_value, row.shipment) != (
+                    e.started_at, e.cleared_at, e.peak_value, e.shipment):
+                # A late ship/deliver scan may have moved the episode into another context.
                 cur.execute("UPDATE alarms SET state = %s, started_at = %s, cleared_at = %s, peak_value = %s, "
-                            "seconds_out = %s, triggered_at = %s, message = %s, updated_at = now() WHERE id = %s",
-                            (state, e.started_at, e.cleared_at, e.peak_value, e.seconds_out, e.triggered_at,
-                             e.message, row.id))
+                            "seconds_out = %s, triggered_at = %s, message = %s, shipment = %s, updated_at = now() "
+                            "WHERE id = %s", (state, e.started_at, e.cleared_at, e.peak_value, e.seconds_out,
+                                              e.triggered_at, e.message, e.shipment, row.id))
                 changed += 1
             alarm_id = row.id
         else:

@@ -236,6 +236,7 @@ class StoredAlarm:
     cleared_at: datetime | None
     peak_value: float | None
     acknowledged: bool
+    shipment: str | None = None
 
 
 def probes_since(cur: psycopg.Cursor, devices: Sequence[str], since: datetime) -> dict[str, set[str | None]]:
@@ -308,13 +309,14 @@ def stored_env_alarms(cur: psycopg.Cursor, units: Sequence[EnvUnit], subjects: S
     if not units:
         return out
     for i, *row in cur.execute(
-            "SELECT u.i, a.id, a.type, a.started_at, a.cleared_at, a.peak_value, a.acknowledged "
+            "SELECT u.i, a.id, a.type, a.started_at, a.cleared_at, a.peak_value, a.acknowledged, a.shipment "
             "FROM unnest(%s::text[], %s::timestamptz[], %s::timestamptz[]) WITH ORDINALITY "
             "u(subject, since, until, i) JOIN alarms a ON a.subject = u.subject AND a.type = ANY(%s) "
             "AND a.started_at >= u.since AND (u.until IS NULL OR a.started_at < u.until) ORDER BY a.started_at",
             (list(subjects), [starts[u] or FAR_PAST for u in units], [u.context.end for u in units],
              list(ENV_TYPES))):
-        out[units[int(i) - 1]].append(StoredAlarm(int(row[0]), row[1], row[2], row[3], row[4], bool(row[5])))
+        out[units[int(i) - 1]].append(StoredAlarm(int(row[0]), row[1], row[2], row[3], row[4], bool(row[5]),
+                                                  row[6]))
     return out
 
 

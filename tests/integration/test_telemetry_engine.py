@@ -142,6 +142,20 @@ def test_readings_before_a_late_ship_scan_are_rejudged_when_it_arrives(truck: ps
     assert truck.execute("SELECT cause FROM tickets").fetchall() == [("temperature_excursion",)]
 
 
+def test_a_late_ship_scan_splits_an_open_alarm_at_the_loading(truck: psycopg.Connection) -> None:
+    # Too warm all along; the ship scan at 30 arrives late. The sensor's own alarm ends at the
+    # loading (same id: it is the same episode, shorter) and the shipment gets its own from 30.
+    truck.execute("UPDATE devices SET profile = 'CHILLED' WHERE device_id = 'TS-1'")
+    truck.execute("UPDATE shipments SET profile = 'CHILLED' WHERE ref = 'SHP-1'")
+    apply(truck, [env("TS-1", m, 9.5) for m in range(60)])
+    first = truck.execute("SELECT id FROM alarms WHERE device_id = 'TS-1'").fetchall()
+    apply(truck, [ship(30)])
+    rows = truck.execute("SELECT id, state, started_at, cleared_at, shipment FROM alarms WHERE device_id = 'TS-1' "
+                         "ORDER BY started_at").fetchall()
+    assert [r[1:] for r in rows] == [("cleared", at(0), at(30), None), ("active", at(30), None, "SHP-1")]
+    assert [(rows[0][0],)] == first
+
+
 def test_readings_buffered_across_a_delivery_are_judged_in_their_own_context(truck: psycopg.Connection) -> None:
     # A chilled ride from 0 to delivery at 30; the sensor (no profile of its own) was offline and
     # delivers the whole ride in one batch after the delivery: its newest reading is after the
