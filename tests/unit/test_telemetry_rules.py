@@ -130,3 +130,21 @@ def test_wild_first_fix_does_not_reject_the_track() -> None:
     reasons = derive_telemetry(TelemetryHistory(now=at(200), positions=(wild, *good))).position_reasons
     assert reasons[("TRK-1", at(0), "p0")] == "impossible_jump"
     assert sum(r is not None for r in reasons.values()) == 1
+
+
+def test_shipment_outcome_from_scans_and_the_vehicle_track() -> None:
+    dc, cust = (52.40, 13.30), (52.50, 13.40)
+    fixes = [PositionRow("TRK-1", at(m), f"p{m}", *dc) for m in range(0, 6)]
+    fixes += [PositionRow("TRK-1", at(6 + m), f"q{m}", dc[0] + (cust[0] - dc[0]) * m / 20,
+                          dc[1] + (cust[1] - dc[1]) * m / 20) for m in range(1, 21)]
+    fixes += [PositionRow("TRK-1", at(27 + m), f"r{m}", *cust) for m in range(5)]
+    history = TelemetryHistory(
+        now=at(100), devices=(DeviceRow("TRK-1", "gps_tracker", "TRUCK-1"),), positions=tuple(fixes),
+        shipments=(ShipmentRow("SHP-1", "TRUCK-1", "GF-CUST", origin_fence="GF-DC", promised_at=at(30)),),
+        movements=(MovementTime("SHP-1", "loading", at(1)), MovementTime("SHP-1", "arriving", at(31))),
+        geofences={"GF-DC": Circle(*dc, 500), "GF-CUST": Circle(*cust, 300)})
+    state = derive_telemetry(history)
+    outcome = state.shipments["SHP-1"]
+    assert [e.type for e in outcome.state.events] == ["loading", "departed", "arrived", "delivered"]
+    assert outcome.state.status == "delivered" and outcome.delivered_late and not outcome.delayed
+    assert [(t.shipment, t.cause) for t in state.tickets] == [("SHP-1", "late_delivery")]
