@@ -21,7 +21,7 @@ import psycopg
 
 from core.coldchain import Reading
 from core.contract import EnvReading, Position, Record, Status
-from core.devices import is_offline, silence_limit_s
+from core.devices import is_offline, offline_since, silence_limit_s
 from core.geo import Fix
 from core.shipments import ShipmentEvent, ShipmentPlan, ShipmentState
 from core.telemetry_rules import (
@@ -413,17 +413,21 @@ def mark_offline(conn: psycopg.Connection, after_s: float, multiple: float) -> i
     with conn.transaction():
         now, = conn.execute("SELECT now()").fetchone() or (None,)
         assert isinstance(now, datetime)
-        silent = [(device_id, last_seen) for device_id, last_seen, interval in conn.execute(
-            "SELECT s.device_id, s.last_seen, s.expected_interval_s FROM device_state s "
-            "JOIN devices d USING (device_id)")
-            if is_offline(last_seen, now, silence_limit_s(interval, multiple, after_s))]
+        silent: list[tuple[str, datetime, datetime | None]] = []
+        for device_id, last_seen, interval in conn.execute(
+                "SELECT s.device_id, s.last_seen, s.expected_interval_s FROM device_state s "
+                "JOIN devices d USING (device_id)"):
+            limit = silence_limit_s(interval, multiple, after_s)
+            if is_offline(last_seen, now, limit):
+                silent.append((device_id, last_seen, offline_since(last_seen, limit)))
         rows = conn.execute(
             "INSERT INTO alarms (type, severity, state, device_id, subject, started_at, triggered_at, message) "
-            "SELECT 'device_offline', 'warning', 'active', u.device_id, u.device_id, u.last_seen, now(), "
+            "SELECT 'device_offline', 'warning', 'active', u.device_id, u.device_id, u.since, now(), "
             "u.device_id || ': no message since ' || to_char(u.last_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') "
-            "|| ' UTC' FROM unnest(%s::text[], %s::timestamptz[]) u(device_id, last_seen) "
+            "|| ' UTC' FROM unnest(%s::text[], %s::timestamptz[], %s::timestamptz[]) u(device_id, last_seen, since) "
             "ON CONFLICT (type, subject) WHERE state = 'active' DO NOTHING RETURNING id",
-            ([d for d, _ in silent], [t for _, t in silent])).fetchall() if silent else []
+            ([d for d, _, _ in silent], [t for _, t, _ in silent], [s for _, _, s in silent])).fetchall() \
+            if silent else []
     return len(rows)
 
 
