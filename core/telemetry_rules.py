@@ -14,10 +14,11 @@ Environmental context: a reading is judged with the profile of the shipment its 
 or the cancellation), else with its sensor's own profile. Each context is its own series: an
 alarm never spans a loading or a delivery, and a cumulative count starts at the loading.
 
-Window rule (used by ingest): an environmental series can be re-derived from any *reset
-reading* on, a reading at which every consecutive rule is idle whatever came before: both
-channels that have limits are inside by the hysteresis (so an active alarm clears there and a
-pending run resets). Episodes after it are exactly those of the whole history.
+Window rule (used by ingest): each channel (temperature, humidity) of a series can be re-derived
+from any of its *reset readings* on, a reading inside the channel's limits by the hysteresis,
+after which its consecutive rules are idle whatever came before (an active alarm clears there,
+a pending run resets). Episodes after it are exactly those of the whole history. A channel the
+series never reported is idle.
 """
 
 from __future__ import annotations
@@ -304,7 +305,8 @@ def reset_band(profile: Profile) -> tuple[bool, float, float, bool, float, float
 def is_reset(profile: Profile, temp_c: float | None, rh_pct: float | None) -> bool:
     """A reading after which every consecutive rule is idle whatever came before: each channel
     that has limits is inside them by the hysteresis, so an active alarm clears there and a
-    pending run resets. Cumulative exposure is not consecutive: it counts from the context start."""
+    pending run resets. Cumulative exposure is not consecutive: it counts from the context start.
+    The channels are independent, so ingest looks for a reset of each channel separately."""
     need_t, t_lo, t_hi, need_rh, rh_lo, rh_hi = reset_band(profile)
 
     def inside(value: float | None, lo: float, hi: float) -> bool:
@@ -332,16 +334,31 @@ def _message(device_id: str, probe: str | None, e: Excursion, profile: Profile) 
     return f"{alarm_subject(device_id, probe)}: {_LIMIT_TEXT[e.type](profile)} (peak {e.peak_value:g})"
 
 
-def env_episodes(device_id: str, probe: str | None, context: Context, profile: Profile,
-                 readings: Iterable[Reading]) -> list[EnvAlarm]:
-    """The alarm episodes of one (device, probe) series inside one context: ``readings`` must all
-    lie in the context and start at the context's start or at a reset reading."""
+def env_episodes(device_id: str, probe: str | None, context: Context, profile: Profile, readings: Iterable[Reading],
+                 *, temp_from: datetime | None = None, rh_from: datetime | None = None) -> list[EnvAlarm]:
+    """The alarm episodes of one (device, probe) series inside one context. ``readings`` must all
+    lie in the context; each channel is derived from its own start (``temp_from``/``rh_from``:
+    the context's start or a reset reading of that channel; None: every reading given)."""
+    given = list(readings)
+    if temp_from == rh_from:
+        found = excursions([r for r in given if temp_from is None or r.ts >= temp_from], profile,
+                           max_gap_s=MAX_GAP_S)
+    else:  # the channels are independent series: each from its own reset point
+        temps = [Reading(r.ts, r.temp_c, None) for r in given if temp_from is None or r.ts >= temp_from]
+        rhs = [Reading(r.ts, None, r.rh_pct) for r in given if rh_from is None or r.ts >= rh_from]
+        found = sorted([e for e in excursions(temps, profile, max_gap_s=MAX_GAP_S) if is_temperature(e.type)]
+                       + [e for e in excursions(rhs, profile, max_gap_s=MAX_GAP_S) if not is_temperature(e.type)],
+                       key=lambda e: (e.started_at, e.type))
     # An episode still open when the context ends (delivery, cancellation) ends with it: the
     # goods it protected have left, and the next context judges the sensor afresh.
     return [EnvAlarm(device_id, probe, context.shipment, e.type, e.started_at, e.triggered_at,
                      e.cleared_at if e.cleared_at is not None or context.end is None else context.end,
                      e.peak_value, e.seconds_out, _message(device_id, probe, e, profile))
-            for e in excursions(readings, profile, max_gap_s=MAX_GAP_S)]
+            for e in found]
+
+
+def is_temperature(alarm_type: str) -> bool:
+    return alarm_type in TEMPERATURE_TYPES
 
 
 def excursion_ticket(alarm: EnvAlarm) -> Ticket:

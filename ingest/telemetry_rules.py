@@ -266,12 +266,10 @@ def evaluate_environment(cur: psycopg.Cursor, readings: Sequence[EnvReading],
         return 0
     profiles = store.load_profiles(cur, {u.profile_code for u in units})
     units = [u for u in units if u.profile_code in profiles]
-    cumulative = {u for u in units if profiles[u.profile_code].cumulative_s is not None}
-    resets = store.reset_points(cur, [u for u in units if u not in cumulative], profiles)
-    # The window: from the reset reading, else from the context's start (a cumulative count
-    # always starts there), else the series' first reading.
-    starts = {u: resets.get(u, u.context.start) for u in units}
-    windows = store.env_windows(cur, units, starts)
+    # Each channel from its newest reset reading, else from the context's start (a cumulative
+    # count always starts there), else from the series' first reading.
+    starts = store.reset_points(cur, units, profiles)
+    windows = store.env_windows(cur, units, {u: starts[u].window for u in units})
     subjects = [alarm_subject(u.device_id, u.probe) for u in units]
     stored = store.stored_env_alarms(cur, units, subjects, starts)
     ticketed = store.ticketed_shipments(cur, {u.context.shipment for u in units if u.context.shipment},
@@ -280,7 +278,8 @@ def evaluate_environment(cur: psycopg.Cursor, readings: Sequence[EnvReading],
     for unit in units:
         ts, temps, rhs = windows[unit]
         readings_in = [Reading(t, a, b) for t, a, b in zip(ts, temps, rhs, strict=True)]
-        found = env_episodes(unit.device_id, unit.probe, unit.context, profiles[unit.profile_code], readings_in)
+        found = env_episodes(unit.device_id, unit.probe, unit.context, profiles[unit.profile_code], readings_in,
+                             temp_from=starts[unit].temp, rh_from=starts[unit].rh)
         if found or stored[unit]:
             changed += _reconcile(cur, unit, stored[unit], found, ticketed)
     return changed

@@ -16,11 +16,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from core.coldchain import Profile
 from core.geo import Circle, Fence, Fix, Polygon
 from core.telemetry_rules import (
     ENV_TYPES,
+    TEMPERATURE_TYPES,
     Carriage,
     Context,
     DeviceRow,
@@ -248,36 +250,76 @@ def probes_since(cur: psycopg.Cursor, devices: Sequence[str], since: datetime) -
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class ChannelStarts:
+    """Where each channel of a unit is re-derived from (None: the series' first reading)."""
+
+    temp: datetime | None
+    rh: datetime | None
+
+    @property
+    def window(self) -> datetime | None:
+        return None if self.temp is None or self.rh is None else min(self.temp, self.rh)
+
+
 def reset_points(cur: psycopg.Cursor, units: Sequence[EnvUnit], profiles: dict[str, Profile]
-                 ) -> dict[EnvUnit, datetime]:
-    """The newest reset reading before each unit's ``dirty_from`` inside its context."""
-    found: dict[EnvUnit, datetime] = {}
-    if not units:
-        return found
+                 ) -> dict[EnvUnit, ChannelStarts]:
+    """Per unit and channel: the newest reset reading of that channel before ``dirty_from`` inside
+    the context; else the context's start (the whole context), except for a humidity channel the
+    series never reported before, which is idle (its start is ``dirty_from``). A cumulative
+    profile counts from the context's start."""
+    found_t: dict[EnvUnit, datetime] = {}
+    found_rh: dict[EnvUnit, datetime] = {}
+    reported_rh: set[EnvUnit] = set()
+    searched = [u for u in units if profiles[u.profile_code].cumulative_s is None]
+    humid = [u for u in searched if reset_band(profiles[u.profile_code])[3]]
 
-    def search(part: Sequence[EnvUnit], floor: datetime) -> None:
+    def search(part: Sequence[EnvUnit], floor: datetime, column: str, band: int, into: dict[EnvUnit, datetime]
+               ) -> None:
+        if not part:
+            return
         bands = [reset_band(profiles[u.profile_code]) for u in part]
-        args = [[u.device_id for u in part], [u.probe for u in part], [u.dirty_from for u in part],
-                [u.context.start or FAR_PAST for u in part]]
-        args += [[b[k] for b in bands] for k in range(6)]
-        for i, ts in cur.execute(
-                "SELECT u.i, x.ts FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[], "
-                "%s::bool[], %s::float8[], %s::float8[], %s::bool[], %s::float8[], %s::float8[]) WITH ORDINALITY "
-                "u(device_id, probe, before, after, need_t, t_lo, t_hi, need_rh, rh_lo, rh_hi, i) "
-                "CROSS JOIN LATERAL (SELECT e.ts FROM env_readings e WHERE e.device_id = u.device_id "
-                "AND e.probe IS NOT DISTINCT FROM u.probe AND e.ts < u.before AND e.ts >= u.after AND e.ts >= %s "
-                "AND (NOT u.need_t OR (e.temp_c >= u.t_lo AND e.temp_c <= u.t_hi)) "
-                "AND (NOT u.need_rh OR (e.rh_pct >= u.rh_lo AND e.rh_pct <= u.rh_hi)) "
-                "ORDER BY e.ts DESC LIMIT 1) x", [*args, floor]):
-            found[part[int(i) - 1]] = ts
+        query = sql.SQL(
+            "SELECT u.i, x.ts FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[], "
+            "%s::float8[], %s::float8[]) WITH ORDINALITY u(device_id, probe, before, after, lo, hi, i) "
+            "CROSS JOIN LATERAL (SELECT e.ts FROM env_readings e WHERE e.device_id = u.device_id "
+            "AND e.probe IS NOT DISTINCT FROM u.probe AND e.ts < u.before AND e.ts >= u.after AND e.ts >= %s "
+            "AND e.{c} >= u.lo AND e.{c} <= u.hi ORDER BY e.ts DESC LIMIT 1) x").format(c=sql.Identifier(column))
+        for i, ts in cur.execute(query, (
+                [u.device_id for u in part], [u.probe for u in part], [u.dirty_from for u in part],
+                [u.context.start or FAR_PAST for u in part], [b[band + 1] for b in bands],
+                [b[band + 2] for b in bands], floor)):
+            into[part[int(i) - 1]] = ts
 
-    floor = min(u.dirty_from for u in units) - RESET_HORIZON
-    search(units, floor)
-    # Not found that recent, and the context is older than the horizon: look further back.
-    rest = [u for u in units if u not in found and (u.context.start is None or u.context.start < floor)]
-    if rest:
-        search(rest, FAR_PAST)
-    return found
+    if searched:
+        floor = min(u.dirty_from for u in searched) - RESET_HORIZON
+        search(searched, floor, "temp_c", 0, found_t)
+        if humid:
+            # The partial index on readings with humidity makes this a lookup even for the many
+            # sensors that never report it.
+            for (i,) in cur.execute(
+                    "SELECT u.i FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[]) "
+                    "WITH ORDINALITY u(device_id, probe, before, after, i) WHERE EXISTS (SELECT 1 FROM env_readings "
+                    "e WHERE e.device_id = u.device_id AND e.probe IS NOT DISTINCT FROM u.probe "
+                    "AND e.rh_pct IS NOT NULL AND e.ts < u.before AND e.ts >= u.after)",
+                    ([u.device_id for u in humid], [u.probe for u in humid], [u.dirty_from for u in humid],
+                     [u.context.start or FAR_PAST for u in humid])):
+                reported_rh.add(humid[int(i) - 1])
+            search([u for u in humid if u in reported_rh], floor, "rh_pct", 3, found_rh)
+
+        # Not found that recent, and the context is older than the horizon: look further back.
+        def older(u: EnvUnit) -> bool:
+            return u.context.start is None or u.context.start < floor
+
+        search([u for u in searched if u not in found_t and older(u)], FAR_PAST, "temp_c", 0, found_t)
+        search([u for u in humid if u in reported_rh and u not in found_rh and older(u)], FAR_PAST, "rh_pct", 3,
+               found_rh)
+    out: dict[EnvUnit, ChannelStarts] = {}
+    for u in units:
+        temp = found_t.get(u, u.context.start)
+        rh = found_rh.get(u, u.context.start) if u in reported_rh else u.dirty_from
+        out[u] = ChannelStarts(temp, rh if u in searched else temp)
+    return out
 
 
 def env_windows(cur: psycopg.Cursor, units: Sequence[EnvUnit], starts: dict[EnvUnit, datetime | None]
@@ -303,18 +345,20 @@ def env_windows(cur: psycopg.Cursor, units: Sequence[EnvUnit], starts: dict[EnvU
 
 
 def stored_env_alarms(cur: psycopg.Cursor, units: Sequence[EnvUnit], subjects: Sequence[str],
-                      starts: dict[EnvUnit, datetime | None]) -> dict[EnvUnit, list[StoredAlarm]]:
-    """Per unit, its alarms that started inside the window (the ones the derivation replaces)."""
+                      starts: dict[EnvUnit, ChannelStarts]) -> dict[EnvUnit, list[StoredAlarm]]:
+    """Per unit, its alarms that started inside the window of their channel (the ones the
+    derivation replaces)."""
     out: dict[EnvUnit, list[StoredAlarm]] = {u: [] for u in units}
     if not units:
         return out
     for i, *row in cur.execute(
             "SELECT u.i, a.id, a.type, a.started_at, a.cleared_at, a.peak_value, a.acknowledged, a.shipment "
-            "FROM unnest(%s::text[], %s::timestamptz[], %s::timestamptz[]) WITH ORDINALITY "
-            "u(subject, since, until, i) JOIN alarms a ON a.subject = u.subject AND a.type = ANY(%s) "
-            "AND a.started_at >= u.since AND (u.until IS NULL OR a.started_at < u.until) ORDER BY a.started_at",
-            (list(subjects), [starts[u] or FAR_PAST for u in units], [u.context.end for u in units],
-             list(ENV_TYPES))):
+            "FROM unnest(%s::text[], %s::timestamptz[], %s::timestamptz[], %s::timestamptz[]) WITH ORDINALITY "
+            "u(subject, t_since, rh_since, until, i) JOIN alarms a ON a.subject = u.subject AND a.type = ANY(%s) "
+            "AND a.started_at >= CASE WHEN a.type = ANY(%s) THEN u.t_since ELSE u.rh_since END "
+            "AND (u.until IS NULL OR a.started_at < u.until) ORDER BY a.started_at",
+            (list(subjects), [starts[u].temp or FAR_PAST for u in units], [starts[u].rh or FAR_PAST for u in units],
+             [u.context.end for u in units], list(ENV_TYPES), list(TEMPERATURE_TYPES))):
         out[units[int(i) - 1]].append(StoredAlarm(int(row[0]), row[1], row[2], row[3], row[4], bool(row[5]),
                                                   row[6]))
     return out

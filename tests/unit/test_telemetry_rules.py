@@ -5,10 +5,11 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 
-from core.coldchain import Profile
+from core.coldchain import Profile, Reading
 from core.geo import Circle
 from core.telemetry_rules import (
     Carriage,
+    Context,
     DeviceRow,
     EnvRow,
     MovementTime,
@@ -19,6 +20,7 @@ from core.telemetry_rules import (
     choose_profile,
     contexts_of,
     derive_telemetry,
+    env_episodes,
     is_reset,
 )
 
@@ -148,3 +150,16 @@ def test_shipment_outcome_from_scans_and_the_vehicle_track() -> None:
     assert [e.type for e in outcome.state.events] == ["loading", "departed", "arrived", "delivered"]
     assert outcome.state.status == "delivered" and outcome.delivered_late and not outcome.delayed
     assert [(t.shipment, t.cause) for t in state.tickets] == [("SHP-1", "late_delivery")]
+
+
+def test_each_channel_is_derived_from_its_own_reset_reading() -> None:
+    # Humid 0..24 then dry; warm 0..19 then cold. Re-derived from each channel's newest reset
+    # (temperature: 19, humidity: 49) the cold episode is whole and no humidity episode is made
+    # up from the truncated humid run, unlike a window at the temperature alarm's start.
+    profile = Profile(2, 8, rh_max_pct=70)
+    readings = [Reading(at(m), 5.0 if m < 20 else 1.0, 80.0 if m < 25 else 50.0) for m in range(51)]
+    ctx = Context(None, None, "P", None)
+    got = env_episodes("TS-1", None, ctx, profile, readings, temp_from=at(19), rh_from=at(49))
+    assert [(a.type, a.started_at) for a in got] == [("temperature_low", at(20))]
+    whole = env_episodes("TS-1", None, ctx, profile, readings)
+    assert [(a.type, a.started_at) for a in whole] == [("humidity_high", at(0)), ("temperature_low", at(20))]
