@@ -177,35 +177,43 @@ def _position_row(r: Sequence[Any]) -> PositionRow:
 
 
 def load_position_windows(cur: psycopg.Cursor, since: dict[str, datetime]) -> dict[str, PositionWindow]:
-    """Per device: the last two accepted fixes before ``since`` (the newer one is a confirmed
-    anchor when the older exists: only the start of a history has unconfirmed accepted fixes),
-    then everything from ``since``. A device without such an anchor is refiltered whole."""
+    """Per device, the window from ``since`` and how to seed it, from the accepted fixes before it:
+    two or more: the newest is a confirmed anchor (only the start of a history has unconfirmed
+    accepted fixes), the window starts at ``since`` seeded with it; none: everything before was
+    rejected for reasons of its own, the window starts at ``since`` unseeded; exactly one: a
+    young track, filtered whole."""
     ids = sorted(since)
-    floor = min(since.values()) - RESET_HORIZON
     seeds: dict[str, list[PositionRow]] = {d: [] for d in ids}
-    for r in cur.execute(
-            f"SELECT {_POSITION_COLS} FROM unnest(%s::text[], %s::timestamptz[]) u(device_id, since) "
-            "CROSS JOIN LATERAL (SELECT * FROM positions q WHERE q.device_id = u.device_id AND q.ts < u.since "
-            "AND q.ts >= %s AND q.filter_reason IS NULL ORDER BY q.ts DESC, q.msg_id DESC LIMIT 2) p",
-            (ids, [since[d] for d in ids], floor)):
-        seeds[r[0]].append(_position_row(r))
-    bounds = {d: (since[d] if len(seeds[d]) == 2 else None) for d in ids}
-    whole = [d for d in ids if bounds[d] is None]
+
+    def search(part: list[str], floor: datetime) -> None:
+        for r in cur.execute(
+                f"SELECT {_POSITION_COLS} FROM unnest(%s::text[], %s::timestamptz[]) u(device_id, since) "
+                "CROSS JOIN LATERAL (SELECT * FROM positions q WHERE q.device_id = u.device_id AND q.ts < u.since "
+                "AND q.ts >= %s AND q.filter_reason IS NULL ORDER BY q.ts DESC, q.msg_id DESC LIMIT 2) p",
+                (part, [since[d] for d in part], floor)):
+            seeds[r[0]].append(_position_row(r))
+
+    search(ids, min(since.values()) - RESET_HORIZON)
+    if silent := [d for d in ids if len(seeds[d]) < 2]:  # no fix lately: look further back
+        for d in silent:
+            seeds[d] = []
+        search(silent, FAR_PAST)
+    whole = [d for d in ids if len(seeds[d]) == 1]
+    windowed = [d for d in ids if len(seeds[d]) != 1]
     rows: dict[str, list[Sequence[Any]]] = {d: [] for d in ids}
-    anchored = [d for d in ids if bounds[d] is not None]
-    if anchored:
+    if windowed:
         for r in cur.execute(
                 f"SELECT {_POSITION_COLS} FROM unnest(%s::text[], %s::timestamptz[]) u(device_id, since) "
                 "JOIN positions p ON p.device_id = u.device_id AND p.ts >= u.since AND p.ts >= %s",
-                (anchored, [since[d] for d in anchored], min(since[d] for d in anchored))):
+                (windowed, [since[d] for d in windowed], min(since[d] for d in windowed))):
             rows[r[0]].append(r)
-    if whole:  # a young track: its whole history is short
+    if whole:
         for r in cur.execute(f"SELECT {_POSITION_COLS} FROM positions p WHERE p.device_id = ANY(%s)", (whole,)):
             rows[r[0]].append(r)
     out: dict[str, PositionWindow] = {}
     for d in ids:
-        seed = [seeds[d][0]] if bounds[d] is not None else []
-        out[d] = PositionWindow([*seed, *(_position_row(r) for r in rows[d])], bounds[d] is not None,
+        anchored = len(seeds[d]) == 2
+        out[d] = PositionWindow([*seeds[d][:1 if anchored else 0], *(_position_row(r) for r in rows[d])], anchored,
                                 {(r[1], r[2]): r[8] for r in rows[d]})
     return out
 
