@@ -31,7 +31,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Final, Protocol, TypeVar
 
 from core.contract import Position
 from core.geo import Fix, as_utc, haversine_km
@@ -65,8 +65,30 @@ def _in_range(lat: float, lon: float) -> bool:
     return math.isfinite(lat) and math.isfinite(lon) and -90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0
 
 
-def filter_positions(positions: Iterable[PositionIn], *, max_speed_kmh: float = 200.0, now: datetime,
-                     max_future_s: float = 300, anchored: bool = False) -> list[tuple[PositionIn, str | None]]:
+class PositionLike(Protocol):
+    """What the filter reads of a position: ``PositionIn``, or a store's typed row."""
+
+    @property
+    def ts(self) -> datetime: ...
+    @property
+    def lat(self) -> float | None: ...
+    @property
+    def lon(self) -> float | None: ...
+    @property
+    def fix_valid(self) -> bool: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def speed_kmh(self) -> float | None: ...
+    @property
+    def received_at(self) -> datetime | None: ...
+
+
+P = TypeVar("P", bound=PositionLike)
+
+
+def filter_positions(positions: Iterable[P], *, max_speed_kmh: float = 200.0, now: datetime,
+                     max_future_s: float = 300, anchored: bool = False) -> list[tuple[P, str | None]]:
     """Every position, sorted by (ts, key), with its filter reason or None when accepted.
 
     ``anchored``: the first plausible position is already confirmed (a caller filtering a window

@@ -33,7 +33,7 @@ from typing import Final
 from core.coldchain import AlarmType, Excursion, Profile, Reading, excursions
 from core.devices import BATTERY_CLEAR_PCT, battery_state
 from core.geo import Dwell, Fence, Fix, as_utc
-from core.positions import PositionIn, accepted_fixes, filter_positions
+from core.positions import filter_positions
 from core.shipments import (
     ShipmentPlan,
     ShipmentState,
@@ -74,6 +74,11 @@ class PositionRow:
     fix_valid: bool = True
     speed_kmh: float | None = None
     received_at: datetime | None = None
+
+    @property
+    def key(self) -> str:
+        """The filter's tie-break between positions with the same time."""
+        return self.msg_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,13 +190,9 @@ class TelemetryState:
 
 def filter_track(rows: Iterable[PositionRow], now: datetime, *, anchored: bool = False
                  ) -> list[tuple[PositionRow, str | None]]:
-    """One device's positions with their filter reasons. ``anchored``: the earliest accepted
-    position given is a confirmed fix (ingest seeds the window with one)."""
-    by_key = {(r.ts, r.msg_id): r for r in rows}
-    items = [PositionIn(r.ts, r.lat, r.lon, r.fix_valid, r.msg_id, r.speed_kmh, r.received_at)
-             for r in by_key.values()]
-    return [(by_key[(p.ts, p.key)], reason)
-            for p, reason in filter_positions(items, max_speed_kmh=MAX_SPEED_KMH, now=now, anchored=anchored)]
+    """One device's distinct positions with their filter reasons. ``anchored``: the earliest
+    accepted position given is a confirmed fix (ingest seeds the window with one)."""
+    return filter_positions(rows, max_speed_kmh=MAX_SPEED_KMH, now=now, anchored=anchored)
 
 
 # --- shipments -------------------------------------------------------------------------------
@@ -220,10 +221,10 @@ def shipment_outcome(plan: ShipmentPlan, ships: Sequence[datetime], delivers: Se
                      fixes: Sequence[Fix], now: datetime, previous: ShipmentState | None = None
                      ) -> ShipmentOutcome:
     """Status, events, ETA, delay and lateness of one shipment. ``fixes``: the accepted fixes of
-    its vehicle's trackers from ``LOOKBACK`` before the first ship scan on. ``previous``: the
-    stored state, so that a late fix splitting a dwell run never moves the status back."""
-    first_ship = min((as_utc(t) for t in ships), default=None)
-    track = [f for f in fixes if first_ship is not None and f.ts >= first_ship - LOOKBACK]
+    its vehicle's trackers from ``LOOKBACK`` before the first ship scan on (see ``track_of``).
+    ``previous``: the stored state, so that a late fix splitting a dwell run never moves the
+    status back."""
+    track = fixes
     state = advance(previous, derive(plan, ships, delivers, track, DWELL))
     delivered_at = state.at("delivered")
     last = state.last_fix
@@ -232,6 +233,13 @@ def shipment_outcome(plan: ShipmentPlan, ships: Sequence[datetime], delivers: Se
         eta_at, remaining = eta(last, plan.destination_fence, [f for f in track if f.ts >= last.ts - ETA_WINDOW])
     return ShipmentOutcome(plan.ref, state, eta_at, remaining, is_delayed(state.status, eta_at, plan.promised_at, now),
                            delivered_at, delivered_late(delivered_at, plan.promised_at))
+
+
+def track_of(fixes: Iterable[Fix], ships: Iterable[datetime]) -> list[Fix]:
+    """The fixes that matter to a shipment: from ``LOOKBACK`` before its first ship scan on
+    (where the vehicle stood when it was loaded); none before any ship scan."""
+    first_ship = min((as_utc(t) for t in ships), default=None)
+    return [] if first_ship is None else [f for f in fixes if f.ts >= first_ship - LOOKBACK]
 
 
 def late_ticket(outcome: ShipmentOutcome, promised_at: datetime) -> Ticket:
@@ -408,14 +416,14 @@ def derive_telemetry(history: TelemetryHistory) -> TelemetryState:
     for p in history.positions:
         tracks.setdefault(p.device_id, []).append(p)
     for device_id, track in sorted(tracks.items()):
-        filtered = filter_track(track, history.now)
+        filtered = filter_track({(r.ts, r.msg_id): r for r in track}.values(), history.now)  # de-duplicated
         for row, reason in filtered:
             reasons[(device_id, as_utc(row.ts), row.msg_id)] = reason
         device = devices.get(device_id)
         if device is not None and device.vehicle is not None and device.kind == "gps_tracker":
-            fixes_of_vehicle.setdefault(device.vehicle, []).extend(accepted_fixes(
-                [(PositionIn(r.ts, r.lat, r.lon, r.fix_valid, r.msg_id, r.speed_kmh, r.received_at), why)
-                 for r, why in filtered]))
+            fixes_of_vehicle.setdefault(device.vehicle, []).extend(
+                Fix(as_utc(r.ts), r.lat, r.lon, r.speed_kmh)
+                for r, why in filtered if why is None and r.lat is not None and r.lon is not None)
 
     scans: dict[tuple[str, str], list[datetime]] = {}
     for m in history.movements:
@@ -426,9 +434,9 @@ def derive_telemetry(history: TelemetryHistory) -> TelemetryState:
         origin = history.geofences.get(s.origin_fence) if s.origin_fence else None
         plan = ShipmentPlan(s.ref, origin, history.geofences[s.destination], s.promised_at, s.cancelled_at,
                             s.origin_fence, s.destination)
-        fixes = fixes_of_vehicle.get(s.vehicle, []) if s.vehicle else []
-        outcome = shipment_outcome(plan, scans.get((s.ref, "loading"), []), scans.get((s.ref, "arriving"), []),
-                                   fixes, history.now)
+        ships = scans.get((s.ref, "loading"), [])
+        fixes = track_of(fixes_of_vehicle.get(s.vehicle, []) if s.vehicle else [], ships)
+        outcome = shipment_outcome(plan, ships, scans.get((s.ref, "arriving"), []), fixes, history.now)
         outcomes[s.ref] = outcome
         if outcome.delivered_late and s.promised_at is not None:
             tickets.append(late_ticket(outcome, s.promised_at))

@@ -22,7 +22,6 @@ import psycopg
 from core.coldchain import Reading
 from core.contract import EnvReading, Position, Record, Status
 from core.devices import is_offline, offline_since, silence_limit_s
-from core.geo import Fix
 from core.shipments import ShipmentEvent, ShipmentPlan, ShipmentState
 from core.telemetry_rules import (
     LOOKBACK,
@@ -39,6 +38,7 @@ from core.telemetry_rules import (
     filter_track,
     late_ticket,
     shipment_outcome,
+    track_of,
 )
 from ingest import telemetry_store as store
 from ingest.stock import lock_keys
@@ -134,7 +134,8 @@ def update_shipments(cur: psycopg.Cursor, refs: Iterable[str], now: datetime) ->
                                                  if t in _CORE_EVENTS), None)
         plan = ShipmentPlan(r.ref, r.origin, r.destination, r.promised_at, r.cancelled_at, r.origin_code,
                             r.destination_code)
-        fixes: list[Fix] = fixes_of.get(r.vehicle, []) if r.vehicle else []
+        # The store loaded each vehicle's fixes from LOOKBACK before its earliest first ship scan.
+        fixes = track_of(fixes_of.get(r.vehicle, []), scans.get((r.ref, "loading"), [])) if r.vehicle else []
         out = shipment_outcome(plan, scans.get((r.ref, "loading"), []), scans.get((r.ref, "arriving"), []),
                                fixes, now, previous)
         state = out.state
