@@ -286,7 +286,9 @@ def _phase(settings: Settings, vehicles: int, per_vehicle: int, workers: int, ba
             achieved = 0.0
             try:
                 if timed:
-                    server = ApiServer(settings)
+                    # The port is picked right before the server binds: picked minutes earlier,
+                    # another process on a shared machine may have taken it meanwhile.
+                    server = ApiServer(settings.model_copy(update={"api_port": free_port()}))
                     server.start()
                     try:
                         latencies, achieved = alarm_latency(settings, extra[4:], server.url, token, extra[:4],
@@ -304,7 +306,7 @@ def _phase(settings: Settings, vehicles: int, per_vehicle: int, workers: int, ba
 def run_telemetry_bench(base: Settings, vehicles: int, per_vehicle: int, workers: int, background_rate: int,
                         timed: int, out_dir: Path, prefill_rows: int = 0) -> TelemetryBenchResult:
     settings = bench_settings(base, workers).model_copy(update={
-        "api_port": free_port(), "database_url": make_conninfo(base.database_url, dbname=DATABASE)})
+        "database_url": make_conninfo(base.database_url, dbname=DATABASE)})
     messages = vehicles * per_vehicle * 2
     console.print(f"bench telemetry: {vehicles} vehicles x {per_vehicle} positions + {per_vehicle} readings = "
                   f"{messages:,} messages, {workers} worker(s)")
