@@ -7,10 +7,18 @@ profile. Method as in `bench ingest`: private broker and database; a backlog pub
 workers are stopped is drained (readings/s with rules on); then, with the API up and a
 background load running, sensors send the reading that completes a `delay_s` excursion window
 and the API is polled until the alarm is visible.
+
+``--prefill N``: the same run is repeated on a database that already holds N readings and N
+positions of the same fleet (generated in SQL with generate_series, spread over the past
+``PREFILL_DAYS`` days, so there are that many daily chunks), and both figures are reported with
+their ratio: the cost of a message must not grow with history. The bench uses its own database
+(``cargotrace_bench_telemetry``) so it never collides with another benchmark.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import statistics
 import threading
 import time
@@ -22,11 +30,12 @@ from pathlib import Path
 import httpx
 import orjson
 import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from api.tokens import create_token
 from cli.api_server import ApiServer
 from cli.bench_ingest import (
-    _fresh_database,
     _percentile,
     _progress,
     _provision,
@@ -40,12 +49,14 @@ from cli.bench_ingest import (
 from cli.bench_report import Panel, write_report
 from cli.local_broker import start_local_broker, stop_local_broker
 from devices.broker_accounts import BrokerAccounts
-from ingest.db import connect
+from ingest.db import connect, migrate
 from runtime.settings import Settings
 from simulators.loadgen import CountingPublisher, DeviceLogin, LoadError, publish_backlog
 
 DC = (52.40, 13.30)
 STEP_S = 10  # one fix and one reading per vehicle every 10 s of event time
+DATABASE = "cargotrace_bench_telemetry"
+PREFILL_DAYS = 20
 
 
 @dataclass
@@ -63,6 +74,43 @@ class TelemetryBenchResult:
     background_achieved_msgs_per_s: float
     peak_rss_mb: float
     drain_s: float
+    prefilled_rows: int = 0  # readings (and as many positions) already stored before the drain
+    prefilled_readings_per_s: float | None = None
+    prefilled_drain_s: float | None = None
+    prefill_ratio: float | None = None  # prefilled / empty readings per second
+    load_average: tuple[float, float, float] | None = None  # 1/5/15 min, when the run ended
+
+
+def _fresh_database(settings: Settings) -> None:
+    with connect(make_conninfo(settings.database_url, dbname="postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DATABASE)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
+    migrate(settings.database_url)
+
+
+def prefill(conn: psycopg.Connection, vehicles: int, rows: int, end: datetime) -> float:
+    """``rows`` readings and ``rows`` positions of the fleet's own devices over the
+    ``PREFILL_DAYS`` days before ``end``, in range and on a plausible track (history, not
+    alarms), written by the database itself. Returns the seconds it took."""
+    per_device = max(1, rows // vehicles)
+    step_s = PREFILL_DAYS * 86400 / per_device
+    t0 = time.perf_counter()
+    with conn.transaction():
+        conn.execute(
+            "INSERT INTO env_readings (ts, received_at, device_id, msg_id, temp_c) "
+            "SELECT t, t, 'ts-' || i, 'pf' || k, 4.0 + ((k + i) %% 20) / 10.0 FROM generate_series(0, %s - 1) i, "
+            "generate_series(1, %s) k, LATERAL (SELECT %s::timestamptz - make_interval(secs => k * %s) AS t) x",
+            (vehicles, per_device, end, step_s))
+        conn.execute(
+            "INSERT INTO positions (ts, received_at, device_id, msg_id, lat, lon, speed_kmh, source, fix_valid) "
+            "SELECT t, t, 'trk-' || i, 'pf' || k, %s + (i %% 7) * 1e-4 + (k %% 100) * 1e-5, %s, 0, 'json', true "
+            "FROM generate_series(0, %s - 1) i, generate_series(1, %s) k, "
+            "LATERAL (SELECT %s::timestamptz - make_interval(secs => k * %s) AS t) x",
+            (DC[0], DC[1], vehicles, per_device, end, step_s))
+    # Fresh tables have no statistics yet; a database that grew to this size has them.
+    conn.execute("ANALYZE env_readings")
+    conn.execute("ANALYZE positions")
+    return time.perf_counter() - t0
 
 
 def build_fleet(conn: psycopg.Connection, vehicles: int, start: datetime) -> None:
@@ -171,19 +219,31 @@ def alarm_latency(settings: Settings, sensors: list[DeviceLogin], api_url: str, 
     return sorted(latencies), sent[0] / max(elapsed[0], 1e-9)
 
 
-def run_telemetry_bench(base: Settings, vehicles: int, per_vehicle: int, workers: int, background_rate: int,
-                        timed: int, out_dir: Path) -> TelemetryBenchResult:
-    settings = bench_settings(base, workers).model_copy(update={"api_port": free_port()})
+@dataclass
+class _Phase:
+    rate: float
+    seconds: float
+    curve: list[tuple[float, float]]
+    peak_rss_mb: float
+    latencies: list[float]
+    achieved: float
+
+
+def _phase(settings: Settings, vehicles: int, per_vehicle: int, workers: int, background_rate: int, timed: int,
+           prefill_rows: int) -> _Phase:
+    """One full run on a fresh database (pre-filled with ``prefill_rows`` when > 0)."""
     messages = vehicles * per_vehicle * 2
-    console.print(f"bench telemetry: {vehicles} vehicles x {per_vehicle} positions + {per_vehicle} readings = "
-                  f"{messages:,} messages, {workers} worker(s)")
     _fresh_database(settings)
+    shutil.rmtree(settings.broker_dir, ignore_errors=True)  # the device accounts of a previous phase
     start_local_broker(settings)
     start = datetime.now(UTC) - timedelta(seconds=per_vehicle * STEP_S + 7200)
     try:
         with BrokerAccounts(settings) as accounts:
             accounts.ensure_service_accounts()
         with connect(settings.database_url, autocommit=True) as conn:
+            if prefill_rows:
+                took = prefill(conn, vehicles, prefill_rows, start - timedelta(hours=6))
+                console.print(f"prefilled {prefill_rows:,} readings and {prefill_rows:,} positions in {took:.0f} s")
             build_fleet(conn, vehicles, start)
             token = create_token(conn, "viewer", "bench")
         with _progress() as bar:
@@ -218,31 +278,60 @@ def run_telemetry_bench(base: Settings, vehicles: int, per_vehicle: int, workers
                 task = bar.add_task("draining with every rule on", total=messages)
                 rate, seconds, curve, peak = drain(settings, conn, runner, messages, lambda n: bar.advance(task, n),
                                                    progress=_progress_count)
-            console.print(f"telemetry: {rate:,.0f} messages/s with rules on, over {seconds:.1f} s")
+            console.print(f"telemetry: {rate:,.0f} messages/s with rules on, over {seconds:.1f} s"
+                          + (f" ({prefill_rows:,} rows prefilled)" if prefill_rows else " (empty database)"))
             in_transit = conn.execute("SELECT count(*) FROM shipments WHERE status = 'in_transit'").fetchone()
             console.print(f"shipments in transit after the drain: {in_transit[0] if in_transit else 0} of {vehicles}")
-            server = ApiServer(settings)
-            server.start()
+            latencies: list[float] = []
+            achieved = 0.0
             try:
-                latencies, achieved = alarm_latency(settings, extra[4:], server.url, token, extra[:4],
-                                                    background_rate)
-                peak = max(peak, _rss_mb(runner.supervisor.pids()))
+                if timed:
+                    # The port is picked right before the server binds: picked minutes earlier,
+                    # another process on a shared machine may have taken it meanwhile.
+                    server = ApiServer(settings.model_copy(update={"api_port": free_port()}))
+                    server.start()
+                    try:
+                        latencies, achieved = alarm_latency(settings, extra[4:], server.url, token, extra[:4],
+                                                            background_rate)
+                        peak = max(peak, _rss_mb(runner.supervisor.pids()))
+                    finally:
+                        server.stop()
             finally:
-                server.stop()
                 runner.stop()
     finally:
         stop_local_broker(settings)
+    return _Phase(rate, seconds, curve, peak, latencies, achieved)
+
+
+def run_telemetry_bench(base: Settings, vehicles: int, per_vehicle: int, workers: int, background_rate: int,
+                        timed: int, out_dir: Path, prefill_rows: int = 0) -> TelemetryBenchResult:
+    settings = bench_settings(base, workers).model_copy(update={
+        "database_url": make_conninfo(base.database_url, dbname=DATABASE)})
+    messages = vehicles * per_vehicle * 2
+    console.print(f"bench telemetry: {vehicles} vehicles x {per_vehicle} positions + {per_vehicle} readings = "
+                  f"{messages:,} messages, {workers} worker(s)")
+    empty = _phase(settings, vehicles, per_vehicle, workers, background_rate, timed, 0)
+    full = _phase(settings, vehicles, per_vehicle, workers, background_rate, 0, prefill_rows) if prefill_rows \
+        else None
+    latencies = empty.latencies
     result = TelemetryBenchResult(
-        mode="telemetry", vehicles=vehicles, messages=messages, workers=workers, readings_per_s=round(rate, 1),
-        latency_p50_ms=round(statistics.median(latencies), 1), latency_p99_ms=round(_percentile(latencies, 0.99), 1),
-        latency_max_ms=round(latencies[-1], 1), alarms_timed=len(latencies), background_msgs_per_s=background_rate,
-        background_achieved_msgs_per_s=round(achieved, 1), peak_rss_mb=round(peak, 1), drain_s=round(seconds, 2))
+        mode="telemetry", vehicles=vehicles, messages=messages, workers=workers, readings_per_s=round(empty.rate, 1),
+        latency_p50_ms=round(statistics.median(latencies), 1) if latencies else 0.0,
+        latency_p99_ms=round(_percentile(latencies, 0.99), 1) if latencies else 0.0,
+        latency_max_ms=round(latencies[-1], 1) if latencies else 0.0, alarms_timed=len(latencies),
+        background_msgs_per_s=background_rate, background_achieved_msgs_per_s=round(empty.achieved, 1),
+        peak_rss_mb=round(max(empty.peak_rss_mb, full.peak_rss_mb if full else 0.0), 1),
+        drain_s=round(empty.seconds, 2), prefilled_rows=prefill_rows,
+        prefilled_readings_per_s=round(full.rate, 1) if full else None,
+        prefilled_drain_s=round(full.seconds, 2) if full else None,
+        prefill_ratio=round(full.rate / empty.rate, 3) if full else None,
+        load_average=tuple(round(x, 2) for x in os.getloadavg()))  # type: ignore[arg-type]
     write_report(
-        "telemetry", asdict(result), curve, latencies,
+        "telemetry-prefill" if full else "telemetry", asdict(result), empty.curve, latencies,
         Panel("messages committed per second", result.readings_per_s, 10_000,
-              f"{result.vehicles} vehicles, {result.messages:,} positions + readings, rules on"),
+              f"{result.vehicles} vehicles, {result.messages:,} positions + readings, rules on"
+              + (f"; {prefill_rows:,} rows prefilled: {result.prefilled_readings_per_s:,.0f}/s" if full else "")),
         Panel("window-completing reading → alarm visible in the API (ms)", result.latency_p50_ms, 500,
               f"{result.alarms_timed} alarms under {result.background_achieved_msgs_per_s:,.0f} msg/s background"),
         out_dir)
     return result
-

@@ -545,6 +545,8 @@ def bench_telemetry(
     background_rate: Annotated[int, typer.Option(help="env msg/s while timing alarms")] = 2000,
     timed: Annotated[int, typer.Option(help="alarms timed through the API")] = 40,
     out: Annotated[Path, typer.Option(help="where the plot and JSON go")] = Path("bench-results"),
+    prefill: Annotated[int, typer.Option(help="also run on a database pre-filled with this many readings and "
+                                              "as many positions (e.g. 10000000); 0: empty only")] = 0,
 ) -> None:
     """Fleet positions and readings with every rule on, then excursion-to-alarm latency; last line is JSON."""
     from cli.bench_telemetry import run_telemetry_bench
@@ -554,7 +556,7 @@ def bench_telemetry(
     with _clear_errors():
         try:
             run_telemetry_bench(settings, vehicles, per_vehicle, workers or settings.ingest_workers, background_rate,
-                                timed, out)
+                                timed, out, prefill)
         except LoadError as exc:
             raise ValueError(f"benchmark failed: {exc}") from None
 

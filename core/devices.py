@@ -19,8 +19,12 @@ def _utc(ts: datetime) -> datetime:
     return ts.astimezone(UTC) if ts.tzinfo is not None else ts
 
 
-def battery_state(levels: Iterable[tuple[datetime, float]], *, low_pct: float = 20.0,
-                  clear_pct: float = 25.0) -> list[Excursion]:
+BATTERY_LOW_PCT = 20.0
+BATTERY_CLEAR_PCT = 25.0
+
+
+def battery_state(levels: Iterable[tuple[datetime, float]], *, low_pct: float = BATTERY_LOW_PCT,
+                  clear_pct: float = BATTERY_CLEAR_PCT) -> list[Excursion]:
     """``battery_low`` episodes, oldest first.
 
     An episode starts at the first level strictly below ``low_pct`` (a level equal to the limit
@@ -56,6 +60,17 @@ def latest_level(levels: Iterable[tuple[datetime, float]]) -> tuple[datetime, fl
     """The newest reported level by event time (not the last one received); None without any."""
     known = [(_utc(ts), float(level)) for ts, level in levels if math.isfinite(level)]
     return max(known) if known else None
+
+
+SILENCE_FLOOR_S = 60.0  # a chatty device's short gap is not an outage
+
+
+def silence_limit_s(expected_interval_s: float | None, multiple: float, fallback_s: float) -> float:
+    """Seconds of silence after which a device is offline: ``multiple`` of its own expected
+    interval (learned from its messages), ``fallback_s`` while that is unknown, never under
+    ``SILENCE_FLOOR_S``. The SQL function ``device_silence_limit_s`` (API reads) is this rule."""
+    limit = expected_interval_s * multiple if expected_interval_s is not None else fallback_s
+    return max(SILENCE_FLOOR_S, limit)
 
 
 def is_offline(last_seen: datetime | None, now: datetime, after_s: float) -> bool:

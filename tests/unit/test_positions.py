@@ -86,13 +86,24 @@ def test_long_gap_is_not_a_jump() -> None:
     assert reasons([pos(0, 53.0), pos(3 * 3600, 53.0 + 300 / KM_PER_DEG)]) == [None, None]
 
 
-def test_wild_first_fix_heals_with_time() -> None:
-    # The first accepted fix is 49 km off; the true track is rejected until the implied speed
-    # from the wild fix drops under 200 km/h (after 14.7 min), then accepted again.
+def test_wild_first_fix_is_never_an_anchor() -> None:
+    # The first fix is 49 km off: the good track after it confirms itself (each fix agrees with
+    # the next), so only the wild fix is a jump; before the fix it used to reject 14 good ones.
     track = [pos(0, 53.0 + 49 / KM_PER_DEG)] + [pos(60 * i, 53.0) for i in range(1, 20)]
     got = reasons(track)
-    assert got[1:15] == ["impossible_jump"] * 14
-    assert got[15:] == [None] * 5
+    assert got[0] == "impossible_jump"
+    assert got[1:] == [None] * 19
+
+
+def test_wild_fix_after_a_confirmed_one_is_rejected() -> None:
+    track = [pos(0, 53.0), pos(60, 53.0), pos(120, 53.0 + 49 / KM_PER_DEG), pos(180, 53.0)]
+    assert reasons(track) == [None, None, "impossible_jump", None]
+
+
+def test_anchored_window_trusts_its_seed() -> None:
+    # A window seeded with a confirmed fix: a jump from it is rejected even with no later fix.
+    track = [pos(0, 53.0), pos(60, 53.0 + 49 / KM_PER_DEG)]
+    assert [r for _, r in filter_positions(track, now=NOW, anchored=True)] == [None, "impossible_jump"]
 
 
 def test_every_position_is_returned_sorted() -> None:
