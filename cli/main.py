@@ -18,6 +18,7 @@ from rich.table import Table
 from api.tokens import ROLES, create_token
 from cli.bridge import bridge_app
 from cli.simulate import simulate_app
+from cli.verify import verify_app
 from devices.broker_accounts import BrokerAccounts, BrokerError
 from devices.provisioning import DEVICE_KINDS, DeviceSpec, ProvisioningError, add_device, remove_device, rotate_device
 from ingest.db import StoreError, applied_versions, connect, describe, ensure_database, migrate, migrations
@@ -38,6 +39,7 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(dead_app, name="dead-letters")
 app.add_typer(bridge_app, name="bridge")
 app.add_typer(simulate_app, name="simulate")
+app.add_typer(verify_app, name="verify")
 
 console = Console(stderr=True)
 T = TypeVar("T")

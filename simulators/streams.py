@@ -19,13 +19,15 @@ Everything is a pure function of the seed and the moment the window ends (``now`
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from typing import Any, Final
 
 import orjson
 
+from core.contract import Limits, Record, decode_payload, parse_topic
 from simulators.clock import SimClock
 from simulators.messages import Message, MsgIds
 from simulators.models.coldchain import DoorOpening, EnvSensorModel, Excursion
@@ -51,6 +53,9 @@ class Stream:
     master: tuple[tuple[str, Mapping[str, Any]], ...]
     devices: tuple[DeviceDef, ...]
     messages: tuple[Message, ...]
+    # What the scenario's own bookkeeping says the balances are (sku, location, lot or ''): an
+    # independent check of the replay itself.
+    expected_balances: Mapping[tuple[str, str, str], float]
 
     @property
     def device_ids(self) -> list[str]:
@@ -106,7 +111,8 @@ def generate(seed: int, *, now: datetime | None = None, trucks: int | None = Non
     messages = buffer_offline(messages, {f"sim-{tag}-trk1", f"sim-{tag}-rf1"}, offline, rng)
     messages = [m for m in messages if m.at <= clock.sim_end]
     messages.sort(key=lambda m: (m.at, m.device_id))
-    return Stream(seed, tag, clock.sim_start, clock.sim_end, tuple(plan.master), tuple(devices), tuple(messages))
+    return Stream(seed, tag, clock.sim_start, clock.sim_end, tuple(plan.master), tuple(devices), tuple(messages),
+                  dict(plan.expected["balances"]))
 
 
 def two_probe_logger(ctx: ScenarioContext, rng: random.Random) -> tuple[str, list[Message]]:
@@ -149,6 +155,17 @@ def buffer_offline(messages: Sequence[Message], devices: set[str], window: tuple
     return out
 
 
+def decode_messages(messages: Iterable[Message], prefix: str, received_at: datetime) -> list[Record]:
+    """The contract records of the messages, as ingest decodes them (rejections dropped: they are
+    dead letters on both sides)."""
+    out: list[Record] = []
+    for m in messages:
+        topic = parse_topic(f"{prefix}/dev/{m.device_id}/{m.kind}", prefix)
+        if isinstance(topic, tuple):
+            out.extend(decode_payload(orjson.loads(m.payload), topic[0], topic[1], received_at, Limits()).records)
+    return out
+
+
 # --- chaos ---------------------------------------------------------------------------------------
 
 
@@ -159,8 +176,9 @@ class Chaos:
     merge_rate: float = 0.2  # of single objects: merged with the device's next ones into an array
 
 
-def chaos(messages: Sequence[Message], seed: int, config: Chaos = Chaos()) -> list[Message]:
+def chaos(messages: Sequence[Message], seed: int, config: Chaos | None = None) -> list[Message]:
     """The same objects as the field may deliver them: regrouped, duplicated, in random order."""
+    config = config or Chaos()
     rng = random.Random(f"chaos:{seed}")
     regrouped: list[Message] = []
     pending: dict[tuple[str, str], list[Any]] = {}  # singles being merged, per device and kind
@@ -201,4 +219,4 @@ def _payload(objs: list[Any]) -> bytes:
 def _split(values: list[Any], rng: random.Random) -> list[list[Any]]:
     cuts = sorted(rng.sample(range(1, len(values)), k=min(len(values) - 1, rng.randint(1, 3))))
     bounds = [0, *cuts, len(values)]
-    return [values[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    return [values[a:b] for a, b in pairwise(bounds)]
