@@ -106,7 +106,14 @@ def generate(seed: int, *, now: datetime | None = None, trucks: int | None = Non
     devices.append(DeviceDef(probes_id, {"kind": "env_sensor", "site": w.SITE, "location": w.COLD_ROOM,
                                          "profile": w.CHILLED}))
     messages += probe_messages
-    # The first truck's modem fails on the road: its tracker and reefer logger buffer, then flush.
+    # Most days the first truck's reefer fails on the road (a temperature excursion on the
+    # shipment, so an alarm and a ticket); its modem fails too: tracker and reefer logger buffer,
+    # then flush late.
+    if rng.random() < 0.7:
+        fails_at = ctx.at(100 + rng.uniform(0, 10))
+        messages = warm_up(messages, f"sim-{tag}-rf1",
+                           Excursion(fails_at, ramp_s=300.0, hold_s=rng.uniform(12, 20) * 60, recover_s=480.0,
+                                     peak_c=rng.uniform(10.0, 13.0)))
     offline = (ctx.at(95 + rng.uniform(0, 10)), ctx.at(125 + rng.uniform(0, 15)))
     messages = buffer_offline(messages, {f"sim-{tag}-trk1", f"sim-{tag}-rf1"}, offline, rng)
     messages = [m for m in messages if m.at <= clock.sim_end]
@@ -132,6 +139,33 @@ def two_probe_logger(ctx: ScenarioContext, rng: random.Random) -> tuple[str, lis
         out += model.messages(start, end)
     out += heartbeats(ctx, device_id, battery=rng.uniform(20.0, 90.0), drain=1.0)
     return device_id, out
+
+
+def warm_up(messages: Sequence[Message], device_id: str, e: Excursion) -> list[Message]:
+    """The device's temperatures pulled up to the excursion's profile (ramp, plateau, recovery):
+    a reefer unit failing and coming back, on top of the logger's own noise and door openings."""
+
+    def target(ts: datetime) -> float | None:
+        s = (ts - e.start).total_seconds()
+        if s < 0 or ts >= e.end:
+            return None
+        if s < e.ramp_s:
+            return e.peak_c * s / e.ramp_s
+        if s < e.ramp_s + e.hold_s:
+            return e.peak_c
+        return e.peak_c * (1 - (s - e.ramp_s - e.hold_s) / e.recover_s)
+
+    out = []
+    for m in messages:
+        if m.device_id != device_id or m.kind != "env":
+            out.append(m)
+            continue
+        body = orjson.loads(m.payload)
+        warm = target(datetime.fromisoformat(body["ts"]))
+        if warm is not None and body.get("temp_c") is not None:
+            body["temp_c"] = round(max(body["temp_c"], warm), 2)
+        out.append(replace(m, payload=orjson.dumps(body)))
+    return out
 
 
 def buffer_offline(messages: Sequence[Message], devices: set[str], window: tuple[datetime, datetime],

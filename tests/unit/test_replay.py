@@ -90,6 +90,16 @@ def test_probe_b_excursion_is_its_own_alarm(day: Stream) -> None:
     assert not [a for a in replay_of(day).alarms if a.subject.endswith("-cold2/A")]
 
 
+def test_reefer_failure_on_the_road_opens_one_ticket(day: Stream) -> None:
+    """The first truck's reefer warms past 8 °C while driving: one alarm for its shipment, and the
+    after-sales ticket points at it."""
+    state = replay_of(day)
+    (alarm,) = [a for a in state.alarms if a.subject.endswith("-rf1/reefer-air")]
+    assert (alarm.type, alarm.shipment, alarm.state) == ("temperature_high", "SIM-UNIT2-S1", "cleared")
+    assert [(t.cause, t.shipment, t.alarm) for t in state.tickets] == \
+        [("temperature_excursion", "SIM-UNIT2-S1", (alarm.type, alarm.subject, alarm.started_at))]
+
+
 @pytest.mark.parametrize("seed", [2, 3])
 def test_replay_ignores_order_duplicates_and_grouping(seed: int) -> None:
     stream = generate(seed, now=NOW, tag=f"unit{seed}")
