@@ -273,10 +273,13 @@ def _facts(master: MasterData, scan: Scan, code: ScanCode, serial_location: str 
 
 
 def _plan(scan: Scan, code: ScanCode, facts: ScanFacts) -> Posting | CountRequest | None:
+    """The scan's posting or count; None for a dead letter (live and in the replay) and for any
+    other plan (a return still waiting for its serial's delivery books nothing)."""
     try:
-        return plan_scan(scan, code, facts)
+        plan = plan_scan(scan, code, facts)
     except ScanRejectedError:
-        return None  # a dead letter, live and in the replay
+        return None
+    return plan if isinstance(plan, Posting | CountRequest) else None
 
 
 def plan_scans(master: MasterData, scans: Sequence[Scan],
