@@ -211,31 +211,36 @@ def identities(messages: Iterable[Message]) -> set[tuple[str, str]]:
     return {(m.device_id, str(obj["msg_id"])) for m in messages for obj in objects(m)}
 
 
-def wait_settled(conn: psycopg.Connection, messages: Sequence[Message], settings: Settings, published_at: float,
-                 timeout: float = SETTLE_TIMEOUT_S) -> None:
-    """Every message stored or dead-lettered, and the RFID passages final."""
+def wait_stored(conn: psycopg.Connection, messages: Sequence[Message], timeout: float = SETTLE_TIMEOUT_S) -> None:
+    """Every object of the messages stored or dead-lettered (their transactions committed)."""
     wanted = identities(messages)
     devices = sorted({m.device_id for m in messages})
     deadline = time.monotonic() + timeout
     while True:
         missing = wanted - _stored_identities(conn, devices)
         if not missing:
-            break
+            return
         if time.monotonic() > deadline:
             raise OracleError(f"{len(missing)} of {len(wanted)} messages neither stored nor dead-lettered after "
                               f"{timeout:.0f} s, e.g. {sorted(missing)[0]}")
         time.sleep(0.2)
-    # A gate's passages all close once it has been silent on arrival for absent_after_s (6 s by
-    # default); then wait for a few sweeps without a new passage.
-    quiet = max(float(gate_config(g).absent_after_s) for g in _gates(conn)) if _gates(conn) else 0.0
+
+
+def wait_rfid_settled(conn: psycopg.Connection, settings: Settings, published_at: float,
+                      timeout: float = SETTLE_TIMEOUT_S) -> None:
+    """A gate's passages all close once it has been silent on arrival for ``absent_after_s`` (6 s
+    by default); then wait for a few sweeps without a new or changed passage."""
+    deadline = time.monotonic() + timeout
+    gates = _gates(conn)
+    quiet = max(float(gate_config(g).absent_after_s) for g in gates) if gates else 0.0
     while time.monotonic() < published_at + quiet + 2 * settings.rfid_sweep_interval_s:
         time.sleep(0.2)
-    last, stable_since = -1, time.monotonic()
+    last: object = None
+    stable_since = time.monotonic()
     while True:
-        row = conn.execute("SELECT count(*) FROM rfid_passages").fetchone()
-        n = int(row[0]) if row else 0
-        if n != last:
-            last, stable_since = n, time.monotonic()
+        now = conn.execute("SELECT count(*), max(last_ts), count(movement) FROM rfid_passages").fetchone()
+        if now != last:
+            last, stable_since = now, time.monotonic()
         elif time.monotonic() - stable_since >= 4 * settings.rfid_sweep_interval_s + 1:
             return
         if time.monotonic() > deadline:
@@ -281,13 +286,15 @@ class OracleStack:
         self.api.stop()
 
     def run_stream(self, seed: int, *, tag: str | None = None, chaos_config: Chaos | None = None,
-                   deliver: Callable[[Stream, int], list[Message]] | None = None,
+                   deliver: Callable[[Stream, int], Sequence[Sequence[Message]]] | None = None,
                    on_progress: Callable[[str, int, int], None] | None = None) -> Outcome:
         """One stream end to end on an emptied database. ``deliver`` replaces the default chaos
-        (the domain-targeted cases shape it)."""
+        (the domain-targeted cases shape it): it returns phases, each published and stored before
+        the next one is published (late data that finds the earlier data committed)."""
         stream = generate(seed, tag=tag or f"o{uuid.uuid4().hex[:9]}")
-        delivered = deliver(stream, seed) if deliver is not None else chaos(stream.messages, seed,
-                                                                                           chaos_config or Chaos())
+        phases = deliver(stream, seed) if deliver is not None else [chaos(stream.messages, seed,
+                                                                          chaos_config or Chaos())]
+        delivered = [m for phase in phases for m in phase]
         with connect(self.settings.database_url, autocommit=True) as conn:
             truncate_all(conn)
             token = create_token(conn, "admin", "replay oracle")
@@ -295,9 +302,13 @@ class OracleStack:
                 api.put_all(stream.master)
                 passwords = api.device_passwords(stream.devices)
             received_at = datetime.now(UTC)
-            publish_all(self.settings, passwords, delivered,
-                        None if on_progress is None else lambda n: on_progress("published", n, len(delivered)))
-            wait_settled(conn, delivered, self.settings, time.monotonic())
+            done = 0
+            for phase in phases:
+                publish_all(self.settings, passwords, phase, None if on_progress is None else
+                            lambda n, done=done: on_progress("published", done + n, len(delivered)))
+                wait_stored(conn, phase)
+                done += len(phase)
+            wait_rfid_settled(conn, self.settings, time.monotonic())
             stored = read_state(conn)
             master = load_master(conn)
         records = decode_messages(delivered, self.settings.topic_prefix, received_at)
