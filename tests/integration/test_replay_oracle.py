@@ -153,12 +153,12 @@ REEFER_DELAY = timedelta(seconds=600)  # the SIM-CHILLED profile's delay
 
 @pytest.mark.xfail(strict=True, raises=StateDiffersError, reason=(
     "alarms: 2 stored, 1 in the replay; first only in stored: AlarmLine(type='temperature_high', "
-    "subject='<rf1>/reefer-air', shipment='<S1>', cleared_at=<the LAST deliver scan>, peak_value=11.09): the "
-    "reefer's carriage context ends at the first deliver scan (core.telemetry_rules.carriage), 9.5 minutes "
-    "after the readings left the range, less than the 10-minute delay: no alarm. Ingest (branch telemetry) "
-    "keeps the episode derived while only the later deliver scans were known: an earlier deliver scan "
-    "arriving later does not re-derive the reefer's alarms. Found by `cargotrace verify replay --seed 100` "
-    "at seed 109. Helper B."))
+    "subject='<rf1>/reefer-air', shipment='<S1>', cleared_at=<a later deliver scan>, peak_value=11.09) (and its "
+    "temperature_excursion ticket). The carriage ends at the first deliver scan, 9.5 min after the reefer left "
+    "the range, under the 10-min delay: no episode. Branch telemetry's ingest derived the episode while only "
+    "later deliver scans were known, opened its ticket automatically, and _withdraw keeps a vanished alarm "
+    "that has a ticket ('superseded by late data'): whether the alarm exists depends on arrival order "
+    "(CONTRACT 2.4). Found by `cargotrace verify replay --seed 100` at seed 109. For helper B / the lead."))
 def test_deliver_scans_newest_first_equal_replay(oracle: OracleStack) -> None:  # noqa: F811
     outcome = oracle.run_stream(109, deliver=deliver_scans_newest_first)
     delivers = sorted(m.at for m in outcome.stream.messages if _mode(m) == "deliver")
