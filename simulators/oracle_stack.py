@@ -285,13 +285,14 @@ class OracleStack:
         self._thread.join(30)
         self.api.stop()
 
-    def run_stream(self, seed: int, *, tag: str | None = None, chaos_config: Chaos | None = None,
+    def run_stream(self, seed: int, *, tag: str | None = None, trucks: int | None = None,
+                   chaos_config: Chaos | None = None,
                    deliver: Callable[[Stream, int], Sequence[Sequence[Message]]] | None = None,
                    on_progress: Callable[[str, int, int], None] | None = None) -> Outcome:
         """One stream end to end on an emptied database. ``deliver`` replaces the default chaos
         (the domain-targeted cases shape it): it returns phases, each published and stored before
         the next one is published (late data that finds the earlier data committed)."""
-        stream = generate(seed, tag=tag or f"o{uuid.uuid4().hex[:9]}")
+        stream = generate(seed, tag=tag or f"o{uuid.uuid4().hex[:9]}", trucks=trucks)
         phases = deliver(stream, seed) if deliver is not None else [chaos(stream.messages, seed,
                                                                           chaos_config or Chaos())]
         delivered = [m for phase in phases for m in phase]
@@ -308,7 +309,8 @@ class OracleStack:
                             lambda n, done=done: on_progress("published", done + n, len(delivered)))
                 wait_stored(conn, phase)
                 done += len(phase)
-            wait_rfid_settled(conn, self.settings, time.monotonic())
+            if any(m.kind == "rfid" for m in delivered):
+                wait_rfid_settled(conn, self.settings, time.monotonic())
             stored = read_state(conn)
             master = load_master(conn)
         records = decode_messages(delivered, self.settings.topic_prefix, received_at)

@@ -97,7 +97,7 @@ def cold_chain_flush(stream: Stream, seed: int) -> list[list[Message]]:
 
 
 def test_shuffled_cold_chain_flush_equals_replay(oracle: OracleStack) -> None:  # noqa: F811
-    outcome = oracle.run_stream(2, deliver=cold_chain_flush)
+    outcome = oracle.run_stream(3, trucks=1, deliver=cold_chain_flush)
     assert any(a.type == "temperature_high" and a.subject.endswith("-cold2/B") for a in outcome.replayed.alarms), \
         "the stream must hold probe B's excursion"
     assert [t.cause for t in outcome.replayed.tickets] == ["temperature_excursion"], "and the reefer's failure"
@@ -111,7 +111,7 @@ def gate_reads_newest_first(stream: Stream, _seed: int) -> list[list[Message]]:
 
 
 def test_gate_reads_split_across_workers_equal_replay(oracle: OracleStack) -> None:  # noqa: F811
-    outcome = oracle.run_stream(3, deliver=gate_reads_newest_first)
+    outcome = oracle.run_stream(3, trucks=1, deliver=gate_reads_newest_first)
     moved = [p for p in outcome.replayed.passages if p.moved]
     assert len(moved) == 14 and any(p.reason == "one_zone_only" for p in outcome.replayed.passages)
     assert_same(outcome, {"ledger", "balances", "serials", "passages"})
@@ -139,7 +139,7 @@ def deliver_scans_newest_first(stream: Stream, _seed: int) -> list[list[Message]
 
 
 def test_late_ship_scans_equal_replay(oracle: OracleStack) -> None:  # noqa: F811
-    outcome = oracle.run_stream(3, deliver=ship_scans_last)
+    outcome = oracle.run_stream(2, trucks=1, deliver=ship_scans_last)
     assert outcome.replayed.shipments
     assert [t.cause for t in outcome.replayed.tickets] == ["temperature_excursion"], \
         "the reefer fails on the road: its readings arrive before the shipment's ship scans"
