@@ -171,6 +171,22 @@ def test_deliver_scans_newest_first_equal_replay(oracle: OracleStack) -> None:  
     assert_same(outcome, {"shipments", "alarms", "tickets"})
 
 
+def return_before_delivery(stream: Stream, _seed: int) -> list[list[Message]]:
+    """Everything but the gate, except the customer return and the deliver scans; then the return
+    (its serial is still on the truck as far as anyone knows); then the deliver scans."""
+    kept = [m for m in stream.messages if not _is(m, "gate")]
+    returns = [m for m in kept if _mode(m) == "return"]
+    delivers = [m for m in kept if _mode(m) == "deliver"]
+    return [[m for m in kept if m not in returns and m not in delivers], returns, delivers]
+
+
+def test_return_before_its_delivery_equals_replay(oracle: OracleStack) -> None:  # noqa: F811
+    outcome = oracle.run_stream(118, deliver=return_before_delivery)
+    booked = [line for line in outcome.replayed.ledger if line.ref and line.ref.startswith("RMA-")]
+    assert [(b.from_location, b.to_location) for b in booked] == [("SIM-CUST-A", "SIM-DC1-RET")]
+    assert_same(outcome, {"ledger", "balances", "serials"})
+
+
 # --- the command cannot silently pass -------------------------------------------------------------
 
 
