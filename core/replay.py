@@ -187,6 +187,7 @@ class ReplayState:
     balances: Mapping[tuple[str, str, str], Decimal]  # non-zero only
     serials: Mapping[tuple[str, str], SerialLine]
     passages: tuple[PassageLine, ...]
+    positions: Mapping[tuple[str, str], str | None]  # (device_id, msg_id) -> why filtered out, None if kept
     shipments: Mapping[str, ShipmentLine]
     alarms: tuple[AlarmLine, ...]
     tickets: tuple[TicketLine, ...]
@@ -409,8 +410,8 @@ def replay(history: History) -> ReplayState:
     records = unique_records(history.records)
     stock, gps = derive_stock_of(history.master, records)
     ledger, balances, serials, passage_lines = stock_state_lines(stock, gps)
-    shipments, alarms, tickets = derive_telemetry_lines(history, records, stock)
-    return ReplayState(ledger, balances, serials, passage_lines, shipments, alarms, tickets)
+    positions, shipments, alarms, tickets = derive_telemetry_lines(history, records, stock)
+    return ReplayState(ledger, balances, serials, passage_lines, positions, shipments, alarms, tickets)
 
 
 # Alarm types decided by the wall clock (a device silent *now*, a promise passing *now*), not by
@@ -436,7 +437,7 @@ def telemetry_history(history: History, records: Sequence[Record], stock: StockS
 
 
 def derive_telemetry_lines(history: History, records: Sequence[Record], stock: StockState) -> tuple[
-        dict[str, ShipmentLine], tuple[AlarmLine, ...], tuple[TicketLine, ...]]:
+        dict[tuple[str, str], str | None], dict[str, ShipmentLine], tuple[AlarmLine, ...], tuple[TicketLine, ...]]:
     """Shipments, alarms and tickets: ``derive_telemetry`` of the records and the stock side's net
     ship/deliver times, plus the stock side's discrepancy episodes."""
     state = derive_telemetry(telemetry_history(history, records, stock))
@@ -453,7 +454,8 @@ def derive_telemetry_lines(history: History, records: Sequence[Record], stock: S
     tickets = [TicketLine("logistics_exception", t.cause, t.shipment,
                           None if t.alarm is None else _alarm_key(env_alarm_line(t.alarm)), "open")
                for t in state.tickets]
-    return shipments, tuple(sorted(alarms)), tuple(sorted(tickets, key=repr))
+    positions = {(device_id, msg_id): reason for (device_id, _, msg_id), reason in state.position_reasons.items()}
+    return positions, shipments, tuple(sorted(alarms)), tuple(sorted(tickets, key=repr))
 
 
 def env_alarm_line(a: EnvAlarm) -> AlarmLine:

@@ -131,6 +131,7 @@ def read_state(conn: psycopg.Connection) -> ReplayState:
         "SELECT sku, serial, location, lot, ts FROM serials")}
     passages = tuple(sorted(PassageLine(*r) for r in conn.execute(
         "SELECT gate, epc, first_ts, last_ts, direction, reason, reads, movement IS NOT NULL FROM rfid_passages")))
+    positions = {(r[0], r[1]): r[2] for r in conn.execute("SELECT device_id, msg_id, filter_reason FROM positions")}
     events: dict[str, list[EventLine]] = {}
     for ref, type_, ts, detail in conn.execute(
             "SELECT shipment, type, ts, detail FROM shipment_events WHERE type NOT IN ('delayed')"):
@@ -146,7 +147,8 @@ def read_state(conn: psycopg.Connection) -> ReplayState:
                                        (alarms[r[3]].type, alarms[r[3]].subject, alarms[r[3]].started_at), r[4])
                             for r in conn.execute("SELECT type, cause, shipment, alarm_id, status FROM tickets")),
                            key=repr))
-    return ReplayState(ledger, balances, serials, passages, shipments, tuple(sorted(alarms.values())), tickets)
+    return ReplayState(ledger, balances, serials, passages, positions, shipments, tuple(sorted(alarms.values())),
+                       tickets)
 
 
 def truncate_all(conn: psycopg.Connection) -> None:
