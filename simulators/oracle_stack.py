@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import orjson
@@ -254,6 +255,10 @@ def _gates(conn: psycopg.Connection) -> list[Any]:
     return [r[0] for r in conn.execute("SELECT gate FROM devices WHERE kind = 'rfid_gate' AND gate IS NOT NULL")]
 
 
+def _report_published(on_progress: Callable[[str, int, int], None], before: int, total: int, n: int) -> None:
+    on_progress("published", before + n, total)
+
+
 # --- the whole run -------------------------------------------------------------------------------
 
 
@@ -308,7 +313,7 @@ class OracleStack:
             done = 0
             for phase in phases:
                 publish_all(self.settings, passwords, phase, None if on_progress is None else
-                            lambda n, done=done: on_progress("published", done + n, len(delivered)))
+                            partial(_report_published, on_progress, done, len(delivered)))
                 wait_stored(conn, phase)
                 done += len(phase)
             if any(m.kind == "rfid" for m in delivered):
