@@ -64,8 +64,9 @@ def assert_same(outcome: Outcome, fields: set[str] | None = None, alarm_types: f
                                 f"{outcome.delivered} messages delivered): {difference}")
 
 
-def _is(m: Message, suffix: str | tuple[str, ...]) -> bool:
-    return m.device_id.rsplit("-", 1)[-1].startswith(suffix)
+def _is(m: Message, role: str | tuple[str, ...]) -> bool:
+    """The message comes from the stream's device of that role (``gate``, ``rf1``, ``hh``, ...)."""
+    return m.device_id.rsplit("-", 1)[-1].startswith(role)
 
 
 # --- random chaos ----------------------------------------------------------------------------------
