@@ -21,6 +21,7 @@ from rich.table import Table
 from api.tokens import ROLES, create_token, list_tokens, revoke_token
 from cli.bridge import bridge_app
 from cli.simulate import simulate_app
+from cli.verify import verify_app
 from devices.accounts import open_accounts
 from devices.broker_accounts import BrokerError
 from devices.provisioning import DEVICE_KINDS, DeviceSpec, ProvisioningError, add_device, remove_device, rotate_device
@@ -42,6 +43,7 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(dead_app, name="dead-letters")
 app.add_typer(bridge_app, name="bridge")
 app.add_typer(simulate_app, name="simulate")
+app.add_typer(verify_app, name="verify")
 
 console = Console(stderr=True)
 T = TypeVar("T")
