@@ -170,7 +170,7 @@ def publish_all(settings: Settings, passwords: dict[str, str], messages: Sequenc
     clients: dict[str, mqtt.Client] = {}
     try:
         for device_id in sorted({m.device_id for m in messages}):
-            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{device_id}-{uuid.uuid4().hex[:6]}",
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=device_id,  # the only id its account may use
                                  protocol=mqtt.MQTTv5)
             client.username_pw_set(device_id, passwords[device_id])
             client.max_inflight_messages_set(100)
