@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CT := $(VENV)/bin/cargotrace
 
-.PHONY: setup demo test test-unit lint up down run bench clean-state
+.PHONY: setup demo test test-unit test-cluster-faults lint up down run bench clean-state
 
 setup:
 	bash scripts/setup.sh
@@ -14,6 +14,9 @@ demo: setup
 
 test: setup
 	bash scripts/test.sh
+
+test-cluster-faults: setup
+	$(PY) -m pytest -q -p no:cacheprovider -m cluster_faults tests/integration
 
 test-unit:
 	$(PY) -m pytest tests/unit -q

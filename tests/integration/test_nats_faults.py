@@ -218,8 +218,9 @@ class _Forwarder:
         asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
 
     async def _start(self) -> None:
-        for listen, target in self.targets.items():
-            await asyncio.start_server(lambda r, w, t=target: self._pipe_to(r, w, t), self.listen_host, listen)
+        self.servers = [await asyncio.start_server(lambda r, w, t=target: self._pipe_to(r, w, t), self.listen_host,
+                                                   listen)
+                        for listen, target in self.targets.items()]
 
     async def _pipe_to(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int) -> None:
         try:
@@ -241,8 +242,20 @@ class _Forwarder:
         await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
 
     def close(self) -> None:
+        # Cancel and await every pipe before the loop stops: a task left pending is destroyed at
+        # interpreter exit, which pytest reports as an unraisable exception and fails the run.
+        async def shutdown() -> None:
+            for server in self.servers:
+                server.close()
+            pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
+        self.loop.close()
 
 
 def _ip(*args: str) -> None:
