@@ -28,6 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from cli.local_broker import start_local_broker, stop_local_broker
 from devices.broker_accounts import BrokerAccounts
 from ingest.db import connect, migrate
+from ingest.db_roles import drop_service_roles
 from runtime.settings import Settings, load_settings
 
 if TYPE_CHECKING:  # the stack (API, workers, core.replay) is imported only when the command runs
@@ -53,6 +54,7 @@ def _recreate(url: str) -> None:
     with connect(make_conninfo(url, dbname="postgres"), autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    drop_service_roles(url)  # a private database: an earlier run's roles (passwords gone with it) go too
     migrate(url)
 
 

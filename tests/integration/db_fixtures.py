@@ -11,6 +11,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ingest.db import StoreError, connect, migrate
+from ingest.db_roles import drop_service_roles
 
 DEFAULT_TEST_URL = "postgresql://cargotrace:cargotrace@127.0.0.1:5432/cargotrace_test"
 _KEEP = {"schema_migrations"}
@@ -22,6 +23,9 @@ def recreate_database(url: str) -> None:
         with connect(make_conninfo(url, dbname="postgres"), autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        # Roles are global to the server: an earlier run's service roles (their passwords were in
+        # that run's state directory, now gone) would make `cargotrace up`/`ingest` refuse to start.
+        drop_service_roles(url)
     except StoreError as exc:
         pytest.fail(f"integration tests need PostgreSQL with TimescaleDB (run `make setup`): {exc}")
 

@@ -211,7 +211,8 @@ def test_verify_replay_reports_a_planted_difference(monkeypatch: pytest.MonkeyPa
 
     result = CliRunner().invoke(app, ["verify", "replay", "--streams", "1", "--seed", "5"])
     output: Any = result.output
-    assert result.exit_code == 1, output
+    assert result.exit_code == 1 and (result.exception is None or isinstance(result.exception, SystemExit)), \
+        (output, result.exception, result.exc_info)
     assert "differs from the replay" in output
     assert "ledger:" in output and "first only in stored: LedgerLine(ts=datetime.datetime(2001" in output
     assert PLANTED_REF in output
