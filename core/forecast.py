@@ -78,9 +78,13 @@ def days_of_cover(available: float, daily_rate: float) -> float | None:
     return max(0.0, available) / daily_rate
 
 
+# Beyond this the forecast says nothing useful (and a datetime would overflow on a near-zero rate).
+MAX_COVER_DAYS = 3650.0
+
+
 def stockout_expected_at(now: datetime, available: float, daily_rate: float) -> datetime | None:
     cover = days_of_cover(available, daily_rate)
-    return None if cover is None else now + timedelta(days=cover)
+    return None if cover is None or cover > MAX_COVER_DAYS else now + timedelta(days=cover)
 
 
 def backtest(series: Sequence[float], warmup: int = 14) -> BacktestResult:

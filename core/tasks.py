@@ -8,6 +8,7 @@ and redeliveries do not matter.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -97,7 +98,7 @@ def pick_tasks(order_ref: str, reservations: Sequence[Reservation], staging: str
     tasks = []
     for i, r in enumerate(reservations):
         who = device if device is not None else (ordered[(first_turn + i) % len(ordered)] if ordered else None)
-        tasks.append(Task(f"{order_ref}/{r.line_no}/{seq_start + i}", "pick", order_ref, r.line_no, r.sku,
+        tasks.append(Task(f"{order_ref}:{r.line_no}:{seq_start + i}", "pick", order_ref, r.line_no, r.sku,
                           gtins.get(r.sku), r.lot, r.qty, r.location, staging, who, due_at))
     return tasks
 
@@ -107,7 +108,9 @@ def putaway_task(po_ref: str, line_no: int, msg_id: str, sku: str, gtin: str | N
     """Putaway of received goods from the dock to the item's default bin; None when the item has none."""
     if default_bin is None or default_bin == dock:
         return None
-    return Task(f"{po_ref}/put/{msg_id}", "putaway", po_ref, line_no, sku, gtin, lot, qty, dock, default_bin,
+    # msg_id is free text from a device: a digest keeps the id path-safe and bounded.
+    digest = hashlib.blake2b(msg_id.encode(), digest_size=6).hexdigest()
+    return Task(f"{po_ref}:put:{digest}", "putaway", po_ref, line_no, sku, gtin, lot, qty, dock, default_bin,
                 device)
 
 
@@ -132,16 +135,25 @@ def match(scan: TaskScan, tasks: Iterable[Task]) -> Matched | Refused | None:
     same_sku = [t for t in open_ if t.sku == scan.sku]
     if not same_sku:
         return Refused(Refusal.WRONG_ITEM, open_[0].task_id, f"no open task wants {scan.sku}")
-    here = [t for t in same_sku if t.from_location is None or t.from_location == scan.location]
-    if not here:
-        t = same_sku[0]
-        return Refused(Refusal.WRONG_BIN, t.task_id, f"{scan.sku} is to be taken from {t.from_location}, "
-                                                    f"not {scan.location}")
-    exact = [t for t in here if t.lot is None or t.lot == scan.lot]
-    if not exact:
+    def at_bin(t: Task) -> bool:
+        return t.from_location is None or t.from_location == scan.location
+
+    def lot_ok(t: Task) -> bool:
+        return t.lot is None or t.lot == scan.lot
+
+    exact = [t for t in same_sku if at_bin(t) and lot_ok(t)]
+    if exact:
+        return Matched(exact[0])
+    # The scanned lot is wanted, elsewhere: the picker is at the wrong bin. Else the bin is right
+    # and the lot is not. Else neither: send them to the bin of the first task.
+    elsewhere = [t for t in same_sku if lot_ok(t)]
+    here = [t for t in same_sku if at_bin(t)]
+    if here and not elsewhere:
         t = here[0]
         return Refused(Refusal.WRONG_LOT, t.task_id, f"task {t.task_id} wants lot {t.lot}, not {scan.lot}")
-    return Matched(exact[0])
+    t = (elsewhere or same_sku)[0]
+    return Refused(Refusal.WRONG_BIN, t.task_id, f"{scan.sku} is to be taken from {t.from_location}, "
+                                                f"not {scan.location}")
 
 
 def _check(scan: TaskScan, task: Task) -> Matched | Refused:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 
 from api.auth import Operator, Viewer
 from api.db import Conn
@@ -72,7 +72,8 @@ def list_tasks(conn: Conn, _: Viewer, device: str | None = None, status: TaskSta
 
 
 @router.post("/tasks/{task_id}/short")
-def close_task_short(task_id: Annotated[str, CodePath], conn: Conn, who: Operator) -> TaskOut:
+def close_task_short(task_id: Annotated[str, Path(min_length=1, max_length=200)], conn: Conn,
+                     who: Operator) -> TaskOut:
     """Extension: close an open task with what was picked; the rest of its line is backordered."""
     return TaskOut.model_validate(store.close_task_short(conn, task_id, who.name))
 

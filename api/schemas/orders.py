@@ -29,6 +29,9 @@ class OrderIn(In):
     requested_at: AwareDatetime | None = Field(None, description="default: when the order was first PUT")
     priority: int = Field(3, ge=1, le=5, description="1 highest … 5")
     destination: Code | None = Field(None, description="geofence code")
+    shipments: list[Code] = Field(default_factory=list, max_length=100,
+                                  description="extension: shipments the order's goods are loaded onto; their ship "
+                                              "scans count for the order and their delivery delivers it")
 
 
 class ReleaseIn(In):

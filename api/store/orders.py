@@ -54,6 +54,8 @@ def put_order(conn: psycopg.Connection, ref: str, body: OrderIn) -> tuple[Row, b
         if body.destination is not None:
             _exists(cur, "geofences", "code", body.destination, "destination")
         _skus_exist(cur, [ln.sku for ln in body.lines])
+        for shipment in body.shipments:
+            _exists(cur, "shipments", "ref", shipment, "shipments")
         current = seam.lock_order(cur, ref)
         if current is not None and current.status != "open":
             raise ConflictError(f"order {ref!r} is {current.status}; only an open order can be replaced")
@@ -69,6 +71,9 @@ def put_order(conn: psycopg.Connection, ref: str, body: OrderIn) -> tuple[Row, b
             cur.execute("DELETE FROM order_lines WHERE order_ref = %s", (ref,))
             cur.executemany("INSERT INTO order_lines (order_ref, line_no, sku, qty, lot) VALUES (%s, %s, %s, %s, %s)",
                             [(ref, i, ln.sku, ln.qty, ln.lot) for i, ln in enumerate(body.lines, start=1)])
+            cur.execute("DELETE FROM order_shipments WHERE order_ref = %s", (ref,))
+            cur.executemany("INSERT INTO order_shipments (order_ref, shipment) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                            [(ref, s) for s in body.shipments])
         row = order_out(cur, ref)
     assert row is not None
     return row, current is None
@@ -167,14 +172,15 @@ def list_tasks(conn: psycopg.Connection, device: str | None, status: str | None,
 
 def close_task_short(conn: psycopg.Connection, task_id: str, by: str) -> Row:
     with conn.transaction(), conn.cursor() as cur:
-        found = seam.tasks_where(cur, "task_id = %s", (task_id,), "FOR UPDATE")
+        found = seam.tasks_where(cur, "task_id = %s", (task_id,))
         if not found:
             raise NotFoundError(f"task {task_id!r} does not exist")
-        task = found[0]
+        # The order's lock first, then the task's: the order ingest takes them in.
+        if found[0].type == "pick":
+            seam.lock_order(cur, found[0].ref)
+        task = seam.tasks_where(cur, "task_id = %s", (task_id,), "FOR UPDATE")[0]
         if task.status != "open":
             raise ConflictError(f"task {task_id!r} is {task.status}")
-        if task.type == "pick":
-            seam.lock_order(cur, task.ref)
         seam.close_task_short(cur, task, datetime.now(UTC), f"short:{task_id}:api:{by}")
         after = seam.tasks_where(cur, "task_id = %s", (task_id,))[0]
         return _task_dict(after, seam.task_scans(cur, [task_id]))

@@ -41,6 +41,15 @@ CREATE TABLE order_lines (
     PRIMARY KEY (order_ref, line_no)
 );
 
+-- Shipments an order's goods are loaded onto (PUT /orders `shipments`, an extension): ship scans
+-- with one of these refs count for the order, the shipment's delivery delivers it.
+CREATE TABLE order_shipments (
+    order_ref  text NOT NULL REFERENCES orders (ref) ON DELETE CASCADE,
+    shipment   text NOT NULL REFERENCES shipments (ref),
+    PRIMARY KEY (order_ref, shipment)
+);
+CREATE INDEX order_shipments_shipment ON order_shipments (shipment);
+
 -- What happened to an order (core.orders.Fact), identified so a redelivered scan counts once.
 CREATE TABLE order_facts (
     order_ref  text NOT NULL REFERENCES orders (ref) ON DELETE CASCADE,
@@ -146,3 +155,14 @@ CREATE TABLE purchase_orders (
 
 -- The public order page looks tokens up by digest (see api/store/tracking.py for why).
 CREATE INDEX orders_public_token_md5 ON orders (md5(public_token));
+
+-- Wake the downlink publisher when a task list changes or feedback is owed (delivered at commit).
+CREATE FUNCTION downlink_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('cargotrace_downlink', TG_TABLE_NAME);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER scan_feedback_notify AFTER INSERT ON scan_feedback
+    FOR EACH STATEMENT EXECUTE FUNCTION downlink_notify();
+CREATE TRIGGER device_task_versions_notify AFTER INSERT OR UPDATE OF version ON device_task_versions
+    FOR EACH STATEMENT EXECUTE FUNCTION downlink_notify();

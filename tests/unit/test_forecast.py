@@ -65,6 +65,7 @@ def test_cover_and_stockout() -> None:
     assert days_of_cover(50, 10) == 5
     assert days_of_cover(50, 0) is None
     assert stockout_expected_at(NOW, 50, 10) == NOW + timedelta(days=5)
+    assert stockout_expected_at(NOW, 50, 1e-300) is None  # a vanishing rate: no date, no overflow
 
 
 def test_suggestion_and_warnings() -> None:

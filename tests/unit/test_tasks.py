@@ -25,7 +25,7 @@ T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 D = Decimal
 
 
-def task(task_id: str = "O1/1/1", sku: str = "A", lot: str | None = "L1", qty: int = 5, bin_: str = "BIN-1",
+def task(task_id: str = "O1:1:1", sku: str = "A", lot: str | None = "L1", qty: int = 5, bin_: str = "BIN-1",
          device: str = "sc-1") -> Task:
     return Task(task_id, "pick", "O1", 1, sku, "09506000134352", lot, D(qty), bin_, "STAGE", device)
 
@@ -64,6 +64,16 @@ def test_wrong_item_wrong_bin_wrong_lot_are_refused_with_a_reason() -> None:
     for reason, s in cases.items():  # the same checks when the scan names the task
         got = match(scan(sku=s.sku, lot=s.lot, where=s.location or "", task_id=t.task_id), [t])
         assert isinstance(got, Refused) and got.reason == reason, reason
+
+
+def test_the_wanted_lot_at_another_bin_is_a_wrong_bin_not_a_wrong_lot() -> None:
+    there = task("T1", lot="L-SOON", bin_="BIN-2")
+    here = task("T2", lot="L-LATE", bin_="BIN-1")
+    got = match(scan(lot="L-SOON", where="BIN-1"), [there, here])
+    assert isinstance(got, Refused) and (got.reason, got.task_id) == (Refusal.WRONG_BIN, "T1")
+    got = match(scan(lot="L-OTHER", where="BIN-1"), [there, here])
+    assert isinstance(got, Refused) and (got.reason, got.task_id) == (Refusal.WRONG_LOT, "T2")
+    assert match(scan(lot="L-LATE", where="BIN-1"), [there, here]) == Matched(here)
 
 
 def test_a_task_without_lot_takes_any_lot() -> None:
