@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -258,12 +259,16 @@ def db_migrate() -> None:
 
 def _serve(settings: Settings, workers: int, *, maintain: bool, api: bool) -> None:
     from cli.api_server import ApiServer, ApiServerError
+    from ingest.downlink import downlink_loop
     from ingest.supervisor import Supervisor
 
     # Retention and the health loop run as the schema's owner role (not the migrating superuser);
     # the workers as the ingest role (settings.ingest_url), the API as its role (settings.api_url).
     supervisor = Supervisor(settings.model_copy(update={"database_url": settings.owner_url}), workers,
                             maintain=maintain)
+    # Task lists and feedback to scanners (CONTRACT 3.1), as the ingest role, stopped with the workers.
+    threading.Thread(target=downlink_loop, args=(settings.model_copy(update={"database_url": settings.ingest_url}),
+                                                 supervisor.stop_event), name="downlink", daemon=True).start()
     signal.signal(signal.SIGTERM, supervisor.request_stop)
     signal.signal(signal.SIGINT, supervisor.request_stop)
     server = ApiServer(settings) if api else None

@@ -165,3 +165,19 @@ def running_downlink(settings: Settings) -> Iterator[DownlinkPublisher]:
         stop.set()
         thread.join(10)
         publisher.close()
+
+
+def downlink_loop(settings: Settings, stop: threading.Event, retry_s: float = 5.0) -> None:
+    """The publisher for ``cargotrace run``/``ingest``: (re)connects to the broker until ``stop``."""
+    while not stop.is_set():
+        publisher = DownlinkPublisher(settings)
+        try:
+            publisher.connect()
+        except StoreError as exc:
+            log.warning("%s; retrying in %.0f s", exc, retry_s)
+            stop.wait(retry_s)
+            continue
+        try:
+            publisher.run(stop)
+        finally:
+            publisher.close()
