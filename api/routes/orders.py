@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
 
-from api.auth import Operator, Viewer
+from api.auth import Admin, Operator, Viewer
 from api.db import Conn
 from api.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, decode_cursor, page
 from api.routes.common import PUT_RESPONSES, found, set_put_status
@@ -19,6 +19,8 @@ from api.schemas.orders import (
     PurchaseOrderOut,
     ReleaseIn,
     ReplenishmentOut,
+    SitePolicyIn,
+    SitePolicyOut,
     TaskOut,
     TaskStatus,
 )
@@ -112,3 +114,12 @@ def list_replenishment(conn: Conn, _: Viewer, site: str | None = None,
     """Per (item, site): available, reorder point, suggested quantity and the forecast cover."""
     rows = store.replenishment(conn, site, sku)
     return Page[ReplenishmentOut](items=[ReplenishmentOut.model_validate(r) for r in rows], next=None)
+
+
+@router.put("/items/{sku}/sites/{site}", responses=PUT_RESPONSES, tags=["master data"])
+def put_site_policy(sku: CodePath, site: CodePath, body: SitePolicyIn, conn: Conn, _: Admin,
+                    response: Response) -> SitePolicyOut:
+    """Extension: reorder point, quantity and lead time of an item at one site, where they differ from the item's."""
+    row, created = store.put_site_policy(conn, sku, site, body)
+    set_put_status(response, created)
+    return SitePolicyOut.model_validate(row)

@@ -169,3 +169,17 @@ class PublicOrderTracking(Out):
     status: OrderStatus
     shipments: list[PublicOrderShipment]
     events: list[EventOut]
+
+
+class SitePolicyIn(In):
+    reorder_point: Decimal | None = Field(None, ge=0, max_digits=18, decimal_places=6)
+    reorder_qty: Decimal | None = Field(None, gt=0, max_digits=18, decimal_places=6)
+    lead_time_days: Decimal | None = Field(None, ge=0, max_digits=10, decimal_places=3)
+
+
+class SitePolicyOut(Out):
+    sku: str
+    site: str
+    reorder_point: Number | None
+    reorder_qty: Number | None
+    lead_time_days: Number | None

@@ -18,7 +18,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from api.errors import ConflictError, InvalidReferenceError, NotFoundError
-from api.schemas.orders import OrderIn, PurchaseOrderIn
+from api.schemas.orders import OrderIn, PurchaseOrderIn, SitePolicyIn
 from api.store.filters import Where
 from api.store.records import Row, integrity_errors_translated
 from ingest import tasks_replenishment as repl
@@ -276,3 +276,17 @@ def order_by_public_token(conn: psycopg.Connection, token: str) -> Row | None:
         return {"status": state.status, "shipments": shipments,
                 "events": [{"ts": e.ts, "type": e.type, "detail": ""} for e in state.events
                            if e.type in customer_events]}
+
+
+def put_site_policy(conn: psycopg.Connection, sku: str, site: str, body: SitePolicyIn) -> tuple[Row, bool]:
+    with conn.transaction(), conn.cursor() as check, conn.cursor(row_factory=dict_row) as cur:
+        _skus_exist(check, [sku])
+        _exists(check, "sites", "code", site, "site")
+        row = cur.execute(
+            "INSERT INTO item_site_policies (sku, site, reorder_point, reorder_qty, lead_time_days) "
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (sku, site) DO UPDATE SET reorder_point = excluded.reorder_point, "
+            "reorder_qty = excluded.reorder_qty, lead_time_days = excluded.lead_time_days "
+            "RETURNING *, (xmax = 0) AS created",
+            (sku, site, body.reorder_point, body.reorder_qty, body.lead_time_days)).fetchone()
+    assert row is not None
+    return row, bool(row.pop("created"))

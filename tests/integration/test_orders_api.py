@@ -154,9 +154,15 @@ def test_purchase_order_receiving_with_exceptions(operator: TestClient, world: p
                                                               "lines": [{"sku": "SKU-A", "qty": 1}]}).status_code == 422
 
 
-def test_replenishment_suggests_below_the_reorder_point(operator: TestClient, world: psycopg.Connection) -> None:
-    world.execute("UPDATE items SET reorder_point = 12, reorder_qty = 20, lead_time_days = 3 WHERE sku = 'SKU-A'")
-    world.execute("INSERT INTO item_site_policies (sku, site, reorder_point) VALUES ('SKU-B', 'DC1', 5)")
+def test_replenishment_suggests_below_the_reorder_point(operator: TestClient, client_for: ClientFor) -> None:
+    admin = client_for("admin")
+    item = ok(admin.put("/api/v1/items/SKU-A", json={"name": "Yoghurt 6x", "gtin": GTIN_A, "reorder_point": 12,
+                                                     "reorder_qty": 20, "lead_time_days": 3}))
+    assert (item["reorder_point"], item["reorder_qty"], item["lead_time_days"]) == (12, 20, 3)
+    assert admin.put("/api/v1/items/SKU-A", json={"name": "x", "gtin": GTIN_A, "reorder_qty": 0}).status_code == 422
+    ok(admin.put("/api/v1/items/SKU-B", json={"name": "Cheese", "gtin": GTIN_B, "reorder_point": 50}))
+    ok(admin.put("/api/v1/items/SKU-B/sites/DC1", json={"reorder_point": 5}), 201)  # this site needs less
+    assert operator.put("/api/v1/items/SKU-B/sites/DC1", json={"reorder_point": 5}).status_code == 403
     rows = {r["sku"]: r for r in ok(operator.get("/api/v1/replenishment?site=DC1"))["items"]}
     a, b = rows["SKU-A"], rows["SKU-B"]
     assert (a["available"], a["reorder_point"], a["suggested_qty"]) == (10, 12, 20)
