@@ -149,3 +149,25 @@ def test_order_status_follows_picks_loading_and_delivery_whatever_the_arrival_or
     assert results[0][0] == "delivered"
     assert results[0][1] == [(7, 7, 7, 7)]
     assert results[1] == results[0] and results[2] == results[0]
+
+
+def alarms(db: psycopg.Connection) -> set[tuple[str, str, str | None]]:
+    return {(r[0], r[1], r[2]) for r in db.execute("SELECT type, state, lot FROM alarms WHERE type = ANY(%s)",
+                                                    (["stock_low", "lot_expiring", "receipt_exception"],))}
+
+
+def test_early_warnings_and_receipt_exceptions_open_and_clear(db: psycopg.Connection) -> None:
+    from datetime import date, timedelta
+    build_world(db)
+    db.execute("UPDATE items SET reorder_point = 12 WHERE sku = 'SKU-A'")
+    db.execute("INSERT INTO purchase_orders (ref, supplier, site, lines) VALUES ('PO-9', 'SUP-ACME', 'DC1', "
+               "'[{\"sku\": \"SKU-A\", \"qty\": 4}]')")
+    soon = (date.today() + timedelta(days=10)).strftime("%y%m%d")
+    apply(db, [scan("SC-1", "r1", gs1(GTIN_A, lot="L-OLD", expiry=soon), 0, qty=5, location="BIN-A1", ref="PO-9")])
+    assert alarms(db) == {("stock_low", "active", None), ("lot_expiring", "active", "L-OLD"),
+                          ("receipt_exception", "active", None)}
+    apply(db, [scan("SC-1", "r2", LATE, 1, qty=15, location="BIN-A1"),
+               scan("SC-2", "m1", gs1(GTIN_A, lot="L-OLD", expiry=soon), 2, mode="move", location="BIN-A1",
+                    to_location="LOSS-1", qty=5)])
+    assert alarms(db) == {("stock_low", "cleared", None), ("lot_expiring", "cleared", "L-OLD"),
+                          ("receipt_exception", "active", None)}
