@@ -544,6 +544,26 @@ def bench_scans(
             raise ValueError(f"benchmark failed: {exc}") from None
 
 
+@bench_app.command("orders")
+def bench_orders(
+    lines: Annotated[int, typer.Option(help="order lines released (5 per order)")] = 10_000,
+    scanners: Annotated[int, typer.Option(help="simulated scanners working the pick tasks")] = 200,
+    workers: Annotated[int | None, typer.Option(help="ingest worker processes")] = None,
+    background_rate: Annotated[int, typer.Option(help="env msg/s while picking")] = 2000,
+    out: Annotated[Path, typer.Option(help="where the plot and JSON go")] = Path("bench-results"),
+) -> None:
+    """Order lines allocated per second, then scan -> feedback latency while scanners pick; last line is JSON."""
+    from cli.bench_orders import run_orders_bench
+    from simulators.loadgen import LoadError
+
+    settings = _settings()
+    with _clear_errors():
+        try:
+            run_orders_bench(settings, lines, scanners, workers or settings.ingest_workers, background_rate, out)
+        except LoadError as exc:
+            raise ValueError(f"benchmark failed: {exc}") from None
+
+
 @bench_app.command("telemetry")
 def bench_telemetry(
     vehicles: Annotated[int, typer.Option(help="vehicles, each with a tracker and a sensor")] = 1000,

@@ -234,8 +234,7 @@ def refresh_warnings(cur: psycopg.Cursor, pairs: Iterable[tuple[str, str]], now:
         holding: list[Warning] = []
         for suggestion, policy in repl.suggestions(cur, now, site, sku):
             holding += stock_warnings(suggestion, policy)
-        holding += [w for w in expiring_lots(repl.lots_on_hand(cur, site), now.date(), expiry_warning_days)
-                    if w.sku == sku]
+        holding += expiring_lots(repl.lots_on_hand(cur, site, sku), now.date(), expiry_warning_days)
         active = [(r[0], sku, site, r[1] or "", r[2] or "") for r in cur.execute(
             "SELECT type, location, lot FROM alarms WHERE state = 'active' AND type = ANY(%s) AND sku = %s "
             "AND subject LIKE %s", (list(WARNING_TYPES), sku, f"{sku}|{site}|%"))]

@@ -93,11 +93,12 @@ def suggestions(cur: psycopg.Cursor, now: datetime, site: str | None = None,
     return out
 
 
-def lots_on_hand(cur: psycopg.Cursor, site: str | None = None) -> list[LotOnHand]:
+def lots_on_hand(cur: psycopg.Cursor, site: str | None = None, sku: str | None = None) -> list[LotOnHand]:
     rows = cur.execute(
         "SELECT b.sku, l.site, b.location, b.lot, b.expiry, b.qty FROM balances b JOIN locations l "
         "ON l.code = b.location WHERE l.type IN ('internal', 'dock', 'staging') AND b.qty > 0 AND b.lot <> '' "
-        "AND b.expiry IS NOT NULL AND (%(site)s::text IS NULL OR l.site = %(site)s)", {"site": site}).fetchall()
+        "AND b.expiry IS NOT NULL AND (%(site)s::text IS NULL OR l.site = %(site)s) "
+        "AND (%(sku)s::text IS NULL OR b.sku = %(sku)s)", {"site": site, "sku": sku}).fetchall()
     return [LotOnHand(r[0], r[1], r[2], r[3], r[4], float(r[5])) for r in rows]
 
 
