@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import queue
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -20,7 +21,14 @@ from types import FrameType
 from devices.buffer import OutboxBuffer, OutboxError
 from devices.gps_bridge import GpsBridge
 from devices.publisher import BrokerTarget, BufferedPublisher, PublisherError
-from devices.scanner_bridge import BridgeError, ScannerBridge, ScannerConfig, pump_serial
+from devices.scanner_bridge import (
+    BridgeError,
+    FeedbackConfig,
+    FeedbackSubscriber,
+    ScannerBridge,
+    ScannerConfig,
+    pump_serial,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +50,7 @@ def run_scanner_bridge(port: str, device_id: str, password: str, *, host: str, p
                        terminator: bytes = b"\r\n",
                        separator: str | None = None, mode: str | None = None, location: str | None = None,
                        expected_symbology: str | None = None, stop: threading.Event | None = None,
-                       ready: threading.Event | None = None) -> None:
+                       ready: threading.Event | None = None, feedback: FeedbackConfig | None = None) -> None:
     """Serial barcode scanner on ``port`` to ``scan`` messages of ``device_id``.
 
     ``separator``: the character the scanner sends instead of GS, turned back into GS (None: the
@@ -55,7 +63,16 @@ def run_scanner_bridge(port: str, device_id: str, password: str, *, host: str, p
     with _runtime(buffer_path, target, stop) as rt:
         bridge = ScannerBridge(device_id, config, rt.buffer, rt.publisher.notify)
         log.info("scanner bridge %s: opening %s at %d baud", device_id, port, baudrate)
-        pump_serial(port, baudrate, terminator, rt.stop, bridge.handle_line, ready=ready)
+        outgoing: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+        listener = FeedbackSubscriber(host, port_mqtt, prefix, device_id, password, feedback, outgoing) \
+            if feedback is not None else None
+        if listener is not None:
+            listener.start()
+        try:
+            pump_serial(port, baudrate, terminator, rt.stop, bridge.handle_line, ready=ready, outgoing=outgoing)
+        finally:
+            if listener is not None:
+                listener.close()
         log.info("scanner bridge %s: %d scan(s) read", device_id, bridge.scans)
 
 
