@@ -71,5 +71,6 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(audit_router, prefix=API_PREFIX)
     install_docs(app, f"{API_PREFIX}/openapi.json")
+    app.include_router(orders_tracking.page)  # before the dashboard's /track/{token}: more specific
     install_dashboard(app, API_PREFIX)  # live events, telemetry, the dashboard and tracking pages
     return app

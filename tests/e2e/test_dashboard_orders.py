@@ -64,5 +64,12 @@ def test_orders_and_replenishment_views(page: Page, tokens: dict[str, str], base
     expect(page.get_by_role("row").filter(has_text="SKU-A").first).to_contain_text("48")
     expect(page.get_by_role("row").filter(has_text="stock low")).to_be_visible()
     shoot(page, tmp_path, "replenishment")
+    # the customer's page: the order's status and nothing else of ours
+    page.goto(f"/track/order/{released['public_token']}")
+    expect(page.locator("body")).to_have_attribute("data-loaded", "track-order")
+    expect(page.locator("#track-status")).to_have_text("Being picked")
+    for secret in ("SO-WEB", "CUST-1", "SKU-A", "BIN-A2", "SC-2"):
+        expect(page.locator("body")).not_to_contain_text(secret)
+    shoot(page, tmp_path, "track-order")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        f"dashboard-{n}-{w}.png" for n in ("orders", "order", "replenishment") for w in (1280, 390))
+        f"dashboard-{n}-{w}.png" for n in ("orders", "order", "replenishment", "track-order") for w in (1280, 390))
