@@ -29,12 +29,17 @@ class ItemSite:
 
 def item_sites(cur: psycopg.Cursor, site: str | None = None, sku: str | None = None) -> list[ItemSite]:
     """Every (item, site) that has stock, reservations or a policy; the site's policy overrides the item's."""
+    # The filters sit inside each branch: ingest asks about one (sku, site) per touched pair, and
+    # must not scan every balance to answer.
     rows = cur.execute(
         "WITH pairs AS ("
         "  SELECT DISTINCT b.sku, l.site FROM balances b JOIN locations l ON l.code = b.location "
-        "   WHERE l.type = 'internal' AND b.qty <> 0 "
+        "   WHERE l.type = 'internal' AND b.qty <> 0 AND (%(site)s::text IS NULL OR l.site = %(site)s) "
+        "     AND (%(sku)s::text IS NULL OR b.sku = %(sku)s) "
         "  UNION SELECT sku, site FROM item_site_policies "
-        "  UNION SELECT i.sku, s.code FROM items i CROSS JOIN sites s WHERE i.reorder_point IS NOT NULL) "
+        "   WHERE (%(site)s::text IS NULL OR site = %(site)s) AND (%(sku)s::text IS NULL OR sku = %(sku)s) "
+        "  UNION SELECT i.sku, s.code FROM items i CROSS JOIN sites s WHERE i.reorder_point IS NOT NULL "
+        "   AND (%(site)s::text IS NULL OR s.code = %(site)s) AND (%(sku)s::text IS NULL OR i.sku = %(sku)s)) "
         "SELECT p.sku, p.site, coalesce(sp.reorder_point, i.reorder_point), coalesce(sp.reorder_qty, i.reorder_qty), "
         "       coalesce(sp.lead_time_days, i.lead_time_days) "
         "FROM pairs p JOIN items i ON i.sku = p.sku "
