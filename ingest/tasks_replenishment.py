@@ -27,8 +27,27 @@ class ItemSite:
     policy: Policy
 
 
+def _num(v: Decimal | None) -> float | None:
+    return None if v is None else float(v)
+
+
+def item_site(cur: psycopg.Cursor, sku: str, site: str) -> ItemSite | None:
+    """One pair, by key (ingest's case: a plan that uses the primary keys, whatever the history)."""
+    row = cur.execute(
+        "SELECT coalesce(sp.reorder_point, i.reorder_point), coalesce(sp.reorder_qty, i.reorder_qty), "
+        "       coalesce(sp.lead_time_days, i.lead_time_days) "
+        "FROM items i LEFT JOIN item_site_policies sp ON sp.sku = i.sku AND sp.site = %(site)s "
+        "WHERE i.sku = %(sku)s AND (i.reorder_point IS NOT NULL OR sp.sku IS NOT NULL OR EXISTS ("
+        "  SELECT 1 FROM balances b JOIN locations l ON l.code = b.location WHERE b.sku = %(sku)s "
+        "  AND l.site = %(site)s AND l.type = 'internal' AND b.qty <> 0))", {"sku": sku, "site": site}).fetchone()
+    return None if row is None else ItemSite(sku, site, Policy(_num(row[0]), _num(row[1]), _num(row[2])))
+
+
 def item_sites(cur: psycopg.Cursor, site: str | None = None, sku: str | None = None) -> list[ItemSite]:
     """Every (item, site) that has stock, reservations or a policy; the site's policy overrides the item's."""
+    if site is not None and sku is not None:
+        one = item_site(cur, sku, site)
+        return [] if one is None else [one]
     # The filters sit inside each branch: ingest asks about one (sku, site) per touched pair, and
     # must not scan every balance to answer.
     rows = cur.execute(
@@ -46,10 +65,7 @@ def item_sites(cur: psycopg.Cursor, site: str | None = None, sku: str | None = N
         "LEFT JOIN item_site_policies sp ON sp.sku = p.sku AND sp.site = p.site "
         "WHERE (%(site)s::text IS NULL OR p.site = %(site)s) AND (%(sku)s::text IS NULL OR p.sku = %(sku)s) "
         "ORDER BY p.sku, p.site", {"site": site, "sku": sku}).fetchall()
-
-    def num(v: Decimal | None) -> float | None:
-        return None if v is None else float(v)
-    return [ItemSite(r[0], r[1], Policy(num(r[2]), num(r[3]), num(r[4]))) for r in rows]
+    return [ItemSite(r[0], r[1], Policy(_num(r[2]), _num(r[3]), _num(r[4]))) for r in rows]
 
 
 def _available(cur: psycopg.Cursor, sku: str, site: str) -> float:
@@ -99,11 +115,16 @@ def suggestions(cur: psycopg.Cursor, now: datetime, site: str | None = None,
 
 
 def lots_on_hand(cur: psycopg.Cursor, site: str | None = None, sku: str | None = None) -> list[LotOnHand]:
+    # Filters composed only when given: a prepared statement's generic plan cannot use the balances
+    # key for "x IS NULL OR sku = x", and ingest asks per sku.
+    where = ["l.type IN ('internal', 'dock', 'staging')", "b.qty > 0", "b.lot <> ''", "b.expiry IS NOT NULL"]
+    if site is not None:
+        where.append("l.site = %(site)s")
+    if sku is not None:
+        where.append("b.sku = %(sku)s")
     rows = cur.execute(
         "SELECT b.sku, l.site, b.location, b.lot, b.expiry, b.qty FROM balances b JOIN locations l "
-        "ON l.code = b.location WHERE l.type IN ('internal', 'dock', 'staging') AND b.qty > 0 AND b.lot <> '' "
-        "AND b.expiry IS NOT NULL AND (%(site)s::text IS NULL OR l.site = %(site)s) "
-        "AND (%(sku)s::text IS NULL OR b.sku = %(sku)s)", {"site": site, "sku": sku}).fetchall()
+        "ON l.code = b.location WHERE " + " AND ".join(where), {"site": site, "sku": sku}).fetchall()
     return [LotOnHand(r[0], r[1], r[2], r[3], r[4], float(r[5])) for r in rows]
 
 
