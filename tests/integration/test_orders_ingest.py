@@ -171,3 +171,26 @@ def test_early_warnings_and_receipt_exceptions_open_and_clear(db: psycopg.Connec
                     to_location="LOSS-1", qty=5)])
     assert alarms(db) == {("stock_low", "cleared", None), ("lot_expiring", "cleared", "L-OLD"),
                           ("receipt_exception", "active", None)}
+
+
+def test_stock_out_risk_from_the_consumption_forecast(db: psycopg.Connection) -> None:
+    """10 a day picked over the last 10 days, 50 left, 7 days of lead time: 5 days of cover is a risk.
+    The forecast looks back from today, so these scans are dated relative to now (received now)."""
+    from datetime import UTC, datetime, timedelta
+
+    import orjson
+    build_world(db)
+    db.execute("UPDATE items SET lead_time_days = 7 WHERE sku = 'SKU-B'")
+    now = datetime.now(UTC)
+
+    def recent(device: str, msg: str, days_ago: int, **fields: object) -> Inbound:
+        body = {"msg_id": msg, "code": gs1(GTIN_B), "ts": (now - timedelta(days=days_ago, minutes=5)).isoformat(),
+                **fields}
+        return Inbound(f"cargotrace/v1/dev/{device}/scan", orjson.dumps(body), now)
+
+    apply(db, [recent("SC-1", "r1", 12, qty=150, location="BIN-A1")])
+    apply(db, [recent("SC-2", f"p{d}", d, mode="pick", location="BIN-A1", qty=10) for d in range(10, 0, -1)])
+    risk = db.execute("SELECT state, peak_value FROM alarms WHERE type = 'stock_out_risk'").fetchall()
+    assert len(risk) == 1 and risk[0][0] == "active" and 4.5 < risk[0][1] < 5.5  # days of cover
+    apply(db, [recent("SC-1", "r2", 0, qty=200, location="BIN-A1")])
+    assert db.execute("SELECT state FROM alarms WHERE type = 'stock_out_risk'").fetchall() == [("cleared",)]
