@@ -26,11 +26,12 @@ class PipelineConfig:
     prefix: str
     limits: Limits
     max_payload: int
+    expiry_warning_days: int = 30
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PipelineConfig:
         return cls(settings.topic_prefix, Limits(max_future_skew=timedelta(seconds=settings.max_future_skew_s)),
-                   settings.max_payload_bytes)
+                   settings.max_payload_bytes, settings.expiry_warning_days)
 
 
 def process_batch(cur: psycopg.Cursor, messages: Sequence[Inbound], config: PipelineConfig) -> BatchResult:
@@ -56,7 +57,7 @@ def process_batch(cur: psycopg.Cursor, messages: Sequence[Inbound], config: Pipe
             once = {k: p for k, p in once.items() if k not in refused}
             planned = [p for p in planned if (p.scan.device_id, p.scan.msg_id) not in refused]
         apply_plans(cur, list(once.values()))
-        after_stock(cur, planned)
+        after_stock(cur, planned, expiry_warning_days=config.expiry_warning_days)
         refs = shipment_refs_of((p.plan.ref, p.plan.biz_step) for p in once.values() if isinstance(p.plan, Posting))
     note_gate_reads(cur, result.applied)
     if result.applied:

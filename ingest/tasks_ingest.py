@@ -125,7 +125,8 @@ def _site_of(cur: psycopg.Cursor, codes: Iterable[str]) -> dict[str, tuple[str, 
                                                     (sorted(set(codes)),))}
 
 
-def after_stock(cur: psycopg.Cursor, planned: Sequence[PlannedScan], now: datetime | None = None) -> None:
+def after_stock(cur: psycopg.Cursor, planned: Sequence[PlannedScan], now: datetime | None = None,
+                expiry_warning_days: int = 30) -> None:
     """The order-side effects of movements that were just applied."""
     postings = [(p.scan, p.posting) for p in planned if p.posting is not None]
     if not postings:
@@ -146,7 +147,7 @@ def after_stock(cur: psycopg.Cursor, planned: Sequence[PlannedScan], now: dateti
     _loading_and_delivery(cur, postings)
     for site, skus in sorted(arrived.items()):
         seam.fill_backorders(cur, site, skus, now)
-    refresh_warnings(cur, touched, now)
+    refresh_warnings(cur, touched, now, expiry_warning_days)
 
 
 def _purchase_orders(cur: psycopg.Cursor, postings: Sequence[tuple[Scan, Posting]],

@@ -194,3 +194,17 @@ def test_stock_out_risk_from_the_consumption_forecast(db: psycopg.Connection) ->
     assert len(risk) == 1 and risk[0][0] == "active" and 4.5 < risk[0][1] < 5.5  # days of cover
     apply(db, [recent("SC-1", "r2", 0, qty=200, location="BIN-A1")])
     assert db.execute("SELECT state FROM alarms WHERE type = 'stock_out_risk'").fetchall() == [("cleared",)]
+
+
+def test_the_expiry_warning_horizon_is_a_setting(db: psycopg.Connection) -> None:
+    from datetime import date, timedelta
+
+    from runtime.settings import Settings
+    build_world(db)
+    in_ten_days = (date.today() + timedelta(days=10)).strftime("%y%m%d")
+    apply(db, [scan("SC-1", "r1", gs1(GTIN_A, lot="L-10", expiry=in_ten_days), 0, qty=5, location="BIN-A1")],
+          Settings(expiry_warning_days=7))
+    assert alarms(db) == set()
+    apply(db, [scan("SC-1", "r2", gs1(GTIN_A, lot="L-10", expiry=in_ten_days), 1, qty=5, location="BIN-A1")],
+          Settings(expiry_warning_days=14))
+    assert alarms(db) == {("lot_expiring", "active", "L-10")}
