@@ -138,7 +138,7 @@ async def _pick(settings: Settings, logins: list[DeviceLogin], logs: list[WorkLo
         picker = TaskPicker(login.device_id, random.Random(seed), wrong_bin_rate=0.01, short_rate=0.01,
                             decoy_bins=bins)
         async with aiomqtt.Client(settings.mqtt_host, settings.mqtt_port, username=login.device_id,
-                                  password=login.password, identifier=f"{login.device_id}-picker",
+                                  password=login.password, identifier=login.device_id,
                                   protocol=aiomqtt.ProtocolVersion.V5) as client:
             await work_tasks(client, settings.topic_prefix, picker, stop, log)
 

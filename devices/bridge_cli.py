@@ -24,9 +24,9 @@ from devices.publisher import BrokerTarget, BufferedPublisher, PublisherError
 from devices.scanner_bridge import (
     BridgeError,
     FeedbackConfig,
-    FeedbackSubscriber,
     ScannerBridge,
     ScannerConfig,
+    feedback_handler,
     pump_serial,
 )
 
@@ -60,19 +60,12 @@ def run_scanner_bridge(port: str, device_id: str, password: str, *, host: str, p
     config = ScannerConfig(terminator=terminator, separator=separator, mode=mode, location=location,
                            expected_symbology=expected_symbology)
     target = BrokerTarget(host, port_mqtt, prefix, device_id, password, ca_file, mqtt_version)
-    with _runtime(buffer_path, target, stop) as rt:
+    outgoing: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+    listen = {"feedback": feedback_handler(feedback, outgoing)} if feedback is not None else None
+    with _runtime(buffer_path, target, stop, listen) as rt:
         bridge = ScannerBridge(device_id, config, rt.buffer, rt.publisher.notify)
         log.info("scanner bridge %s: opening %s at %d baud", device_id, port, baudrate)
-        outgoing: queue.SimpleQueue[bytes] = queue.SimpleQueue()
-        listener = FeedbackSubscriber(host, port_mqtt, prefix, device_id, password, feedback, outgoing) \
-            if feedback is not None else None
-        if listener is not None:
-            listener.start()
-        try:
-            pump_serial(port, baudrate, terminator, rt.stop, bridge.handle_line, ready=ready, outgoing=outgoing)
-        finally:
-            if listener is not None:
-                listener.close()
+        pump_serial(port, baudrate, terminator, rt.stop, bridge.handle_line, ready=ready, outgoing=outgoing)
         log.info("scanner bridge %s: %d scan(s) read", device_id, bridge.scans)
 
 
@@ -100,7 +93,8 @@ def run_gps_bridge(port: str, device_id: str, password: str, *, host: str, port_
 
 
 @contextlib.contextmanager
-def _runtime(buffer_path: str | Path, target: BrokerTarget, stop: threading.Event | None) -> Iterator[_Runtime]:
+def _runtime(buffer_path: str | Path, target: BrokerTarget, stop: threading.Event | None,
+             listen: dict[str, Callable[[bytes], None]] | None = None) -> Iterator[_Runtime]:
     """Buffer, publisher and stop event; foreign errors become ``BridgeError``; always closes cleanly."""
     stop = stop if stop is not None else threading.Event()
     try:
@@ -109,6 +103,8 @@ def _runtime(buffer_path: str | Path, target: BrokerTarget, stop: threading.Even
         raise BridgeError(str(exc)) from exc
     try:
         publisher = BufferedPublisher(buffer, target)
+        for kind, on_message in (listen or {}).items():
+            publisher.listen(kind, on_message)
         publisher.start()
     except PublisherError as exc:
         buffer.close()

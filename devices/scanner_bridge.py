@@ -21,15 +21,11 @@ import logging
 import queue
 import re
 import threading
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-import paho.mqtt.client as mqtt
 import serial
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.reasoncodes import ReasonCode
 
 from core.contract import SCAN_MODES
 from devices.buffer import OutboxBuffer
@@ -255,43 +251,16 @@ def feedback_bytes(feedback: dict[str, Any], config: FeedbackConfig) -> bytes:
     return beep + text.encode("latin-1", errors="replace")
 
 
-class FeedbackSubscriber:
-    """The device's own ``feedback`` topic (a second session with the device's login) to bytes
-    queued for the serial port. Not retained and not buffered: a beep for a scan made while the
-    bridge was offline would only confuse the operator."""
-
-    def __init__(self, host: str, port: int, prefix: str, device_id: str, password: str, config: FeedbackConfig,
-                 outgoing: queue.SimpleQueue[bytes]) -> None:
-        self.topic = f"{prefix}/dev/{device_id}/feedback"
-        self.config = config
-        self.outgoing = outgoing
-        self.received = 0
-        client_id = f"{device_id}-feedback-{uuid.uuid4().hex[:8]}"
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-        self._client.username_pw_set(device_id, password)
-        self._client.reconnect_delay_set(1, 30)
-        self._client.on_connect = self._on_connect
-        self._client.on_message = self._on_message
-        self._host, self._port = host, port
-
-    def _on_connect(self, client: mqtt.Client, _u: object, _f: object, rc: ReasonCode, _p: object) -> None:
-        if not rc.is_failure:
-            client.subscribe(self.topic, qos=1)
-
-    def _on_message(self, _c: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
+def feedback_handler(config: FeedbackConfig, outgoing: queue.SimpleQueue[bytes]) -> Callable[[bytes], None]:
+    """The device's ``feedback`` messages (read on its one MQTT session) to bytes queued for the serial
+    port. Not retained and not buffered: a beep for a scan made while the bridge was offline would
+    only confuse the operator."""
+    def on_message(payload: bytes) -> None:
         try:
-            body = json.loads(message.payload)
+            body = json.loads(payload)
         except ValueError:
-            log.warning("feedback that is not JSON ignored: %r", message.payload[:80])
+            log.warning("feedback that is not JSON ignored: %r", payload[:80])
             return
         if isinstance(body, dict):
-            self.received += 1
-            self.outgoing.put(feedback_bytes(body, self.config))
-
-    def start(self) -> None:
-        self._client.connect_async(self._host, self._port, keepalive=30)
-        self._client.loop_start()
-
-    def close(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
+            outgoing.put(feedback_bytes(body, config))
+    return on_message

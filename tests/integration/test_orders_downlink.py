@@ -20,7 +20,7 @@ from devices.provisioning import Credentials
 from ingest.downlink import running_downlink
 from runtime.settings import Settings
 from tests.integration.api_fixtures import ClientFor
-from tests.integration.stack_helpers import device, provision, running_worker, unique, wait_until
+from tests.integration.stack_helpers import provision, running_worker, wait_until
 from tests.integration.world import GTIN_A, apply, build_world, gs1, scan
 
 pytestmark = pytest.mark.integration
@@ -34,8 +34,8 @@ class Listener:
         self.lock = threading.Lock()
         self.messages: list[tuple[str, dict[str, Any], bool]] = []
         self.subacks: list[list[ReasonCode]] = []
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=unique(creds.device_id),
-                                  protocol=mqtt.MQTTv5)
+        # A device's one session: its client id is its device id (the broker binds them).
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=creds.device_id, protocol=mqtt.MQTTv5)
         self.client.username_pw_set(creds.username, creds.password)
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda _c, _u, _m, codes, _p: self.subacks.append(list(codes))
@@ -45,6 +45,11 @@ class Listener:
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         with self.lock:
             self.messages.append((msg.topic, orjson.loads(msg.payload), bool(msg.retain)))
+
+    def publish(self, topic: str, payload: bytes) -> mqtt.MQTTMessageInfo:
+        info = self.client.publish(topic, payload, qos=1)
+        info.wait_for_publish(timeout=WAIT)
+        return info
 
     def of(self, kind: str) -> list[dict[str, Any]]:
         with self.lock:
@@ -94,23 +99,23 @@ def test_tasks_are_retained_versioned_and_private_and_feedback_closes_the_loop(
             assert {t["task_id"] for t in first["tasks"]} == {t["task_id"] for t in released["tasks"]}
             assert set(first["tasks"][0]) == {"task_id", "type", "ref", "sku", "gtin", "lot", "qty", "from_location",
                                               "to_location", "due_at"}
-            with device(a, api_settings) as handheld:
-                # L2 is wanted at BIN-A2: scanning it at BIN-A1 is the wrong bin
-                handheld.publish("scan", {"msg_id": "wrong", "code": gs1(GTIN_A, lot="L2", expiry="261231"),
-                                          "mode": "pick", "location": "BIN-A1", "qty": 5})
-                wait_until(lambda: bool(la.of("feedback")), WAIT, "feedback on the refused scan")
-                assert la.of("feedback")[0] == {"msg_id": "wrong", "ok": False, "reason": "wrong_bin",
-                                                "task_id": tasks["L2"]["task_id"]}
-                handheld.publish("scan", {"msg_id": "right", "code": gs1(GTIN_A, lot="L2", expiry="261231"),
-                                          "mode": "pick", "location": "BIN-A2", "qty": 5,
-                                          "task_id": tasks["L2"]["task_id"]})
-                wait_until(lambda: len(la.of("feedback")) == 2, WAIT, "feedback on the completing scan")
-                assert la.of("feedback")[1] == {"msg_id": "right", "ok": True, "reason": "done",
-                                                "task_id": tasks["L2"]["task_id"]}
-                wait_until(lambda: la.of("tasks")[-1]["version"] > first["version"], WAIT, "a new task list")
-                assert [t["lot"] for t in la.of("tasks")[-1]["tasks"]] == ["L1"]
-                # a device cannot forge its own task list
-                handheld.client.publish(f"{prefix}/dev/{a.device_id}/tasks", b'{"version": 999, "tasks": []}', qos=1)
+            # L2 is wanted at BIN-A2: scanning it at BIN-A1 is the wrong bin
+            la.publish(f"{prefix}/dev/{a.device_id}/scan", orjson.dumps(
+                {"msg_id": "wrong", "code": gs1(GTIN_A, lot="L2", expiry="261231"), "mode": "pick",
+                 "location": "BIN-A1", "qty": 5}))
+            wait_until(lambda: bool(la.of("feedback")), WAIT, "feedback on the refused scan")
+            assert la.of("feedback")[0] == {"msg_id": "wrong", "ok": False, "reason": "wrong_bin",
+                                            "task_id": tasks["L2"]["task_id"]}
+            la.publish(f"{prefix}/dev/{a.device_id}/scan", orjson.dumps(
+                {"msg_id": "right", "code": gs1(GTIN_A, lot="L2", expiry="261231"), "mode": "pick",
+                 "location": "BIN-A2", "qty": 5, "task_id": tasks["L2"]["task_id"]}))
+            wait_until(lambda: len(la.of("feedback")) == 2, WAIT, "feedback on the completing scan")
+            assert la.of("feedback")[1] == {"msg_id": "right", "ok": True, "reason": "done",
+                                            "task_id": tasks["L2"]["task_id"]}
+            wait_until(lambda: la.of("tasks")[-1]["version"] > first["version"], WAIT, "a new task list")
+            assert [t["lot"] for t in la.of("tasks")[-1]["tasks"]] == ["L1"]
+            # a device cannot forge its own task list
+            la.publish(f"{prefix}/dev/{a.device_id}/tasks", b'{"version": 999, "tasks": []}')
             assert lb.of("tasks") == []
         finally:
             la.close()
