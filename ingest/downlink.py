@@ -83,6 +83,12 @@ class DownlinkPublisher:
         self._client.disconnect()
         self._client.loop_stop()
 
+    def clear_task_list(self, device_id: str) -> None:
+        """Delete a device's retained task list (an empty retained publish), e.g. when it is removed."""
+        info = self._client.publish(f"{self.prefix}/dev/{device_id}/tasks", b"", qos=1, retain=True)
+        if not self._acked([info]):
+            raise StoreError(f"downlink: the broker did not acknowledge clearing {device_id}'s task list")
+
     def _publish(self, topic: str, payload: dict[str, Any], retain: bool) -> mqtt.MQTTMessageInfo:
         return self._client.publish(topic, orjson.dumps(payload), qos=1, retain=retain)
 

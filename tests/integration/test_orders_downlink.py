@@ -17,7 +17,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from devices.broker_accounts import BrokerAccounts
 from devices.provisioning import Credentials
-from ingest.downlink import running_downlink
+from ingest.downlink import DownlinkPublisher, running_downlink
 from runtime.settings import Settings
 from tests.integration.api_fixtures import ClientFor
 from tests.integration.stack_helpers import provision, running_worker, wait_until
@@ -70,7 +70,15 @@ def scanners(db: psycopg.Connection, broker_settings: Settings) -> Iterator[tupl
     db.execute("UPDATE devices SET site = 'DC1', location = 'BIN-A1' WHERE device_id = ANY(%s)",
                ([a.device_id, b.device_id],))
     yield a, b
-    with BrokerAccounts(broker_settings) as accounts:  # the broker is session-wide: leave it clean
+    # The broker is session-wide: leave it clean (no accounts, no retained task lists).
+    publisher = DownlinkPublisher(broker_settings)
+    publisher.connect()
+    try:
+        for creds in (a, b):
+            publisher.clear_task_list(creds.device_id)
+    finally:
+        publisher.close()
+    with BrokerAccounts(broker_settings) as accounts:
         for creds in (a, b):
             accounts.remove_device(creds.device_id)
 
