@@ -14,7 +14,20 @@ from api.docs import install_docs
 from api.errors import install_error_handlers
 from api.hub import EventHub
 from api.limits import BodyLimit
-from api.routes import alarms, dead_letters, devices, epcis, health, ledger, master_data, shipments, tickets, tracking
+from api.routes import (
+    alarms,
+    dead_letters,
+    devices,
+    epcis,
+    health,
+    ledger,
+    master_data,
+    orders,
+    orders_tracking,
+    shipments,
+    tickets,
+    tracking,
+)
 from api.routes.audit import router as audit_router
 from api.routes.dashboard import install as install_dashboard
 from runtime.settings import Settings
@@ -53,9 +66,11 @@ def create_app(settings: Settings) -> FastAPI:
     # Starlette runs the middleware added last first: the body limit, then the audit log.
     app.add_middleware(AuditLog)
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
-    for module in (health, master_data, devices, shipments, ledger, dead_letters, alarms, epcis, tickets, tracking):
+    for module in (health, master_data, devices, shipments, ledger, dead_letters, alarms, epcis, tickets, tracking,
+                   orders, orders_tracking):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(audit_router, prefix=API_PREFIX)
     install_docs(app, f"{API_PREFIX}/openapi.json")
+    app.include_router(orders_tracking.page)  # before the dashboard's /track/{token}: more specific
     install_dashboard(app, API_PREFIX)  # live events, telemetry, the dashboard and tracking pages
     return app

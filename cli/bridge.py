@@ -11,6 +11,7 @@ from rich.console import Console
 
 from devices.accounts import device_mqtt_version
 from devices.bridge_cli import BridgeError, run_gps_bridge, run_scanner_bridge
+from devices.scanner_bridge import FeedbackConfig
 from runtime.logs import configure_logging
 from runtime.settings import load_settings
 
@@ -43,8 +44,13 @@ def scanner(
     mode: Annotated[str | None, typer.Option(help="scan mode to put on every scan")] = None,
     location: Annotated[str | None, typer.Option(help="location code to put on every scan")] = None,
     buffer: Buffer = None,
+    feedback: Annotated[bool, typer.Option(help="write the server's feedback (beep, line) to the scanner")] = True,
+    beep_ok: Annotated[str, typer.Option(help="bytes for an accepted scan (escapes: \\a \\x07 \\r \\n)")] = "\\x07",
+    beep_refused: Annotated[str, typer.Option(help="bytes for a refused scan")] = "\\x07\\x07\\x07",
+    feedback_line: Annotated[str, typer.Option(help="line after the beep: {ok} {reason} {task_id} {msg_id}; "
+                                                    "empty for none")] = "{ok} {reason} {task_id}\\r\\n",
 ) -> None:
-    """Read a barcode scanner's serial line protocol and publish `scan` messages."""
+    """Read a barcode scanner's serial line protocol and publish `scan` messages; feedback goes back."""
     settings = load_settings()
     configure_logging(settings.log_level)
     ends = {"crlf": b"\r\n", "cr": b"\r", "lf": b"\n"}
@@ -57,7 +63,9 @@ def scanner(
                            ca_file=str(settings.mqtt_ca_path) if settings.mqtt_tls else None,
                            prefix=settings.topic_prefix, mqtt_version=device_mqtt_version(settings),
                            buffer_path=buffer or settings.state_dir / f"bridge-{device}.db", baudrate=baudrate,
-                           terminator=ends[terminator], separator=separator, mode=mode, location=location)
+                           terminator=ends[terminator], separator=separator, mode=mode, location=location,
+                           feedback=FeedbackConfig.from_text(beep_ok, beep_refused, feedback_line) if feedback
+                           else None)
     except BridgeError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -258,12 +259,16 @@ def db_migrate() -> None:
 
 def _serve(settings: Settings, workers: int, *, maintain: bool, api: bool) -> None:
     from cli.api_server import ApiServer, ApiServerError
+    from ingest.downlink import downlink_loop
     from ingest.supervisor import Supervisor
 
     # Retention and the health loop run as the schema's owner role (not the migrating superuser);
     # the workers as the ingest role (settings.ingest_url), the API as its role (settings.api_url).
     supervisor = Supervisor(settings.model_copy(update={"database_url": settings.owner_url}), workers,
                             maintain=maintain)
+    # Task lists and feedback to scanners (CONTRACT 3.1), as the ingest role, stopped with the workers.
+    threading.Thread(target=downlink_loop, args=(settings.model_copy(update={"database_url": settings.ingest_url}),
+                                                 supervisor.stop_event), name="downlink", daemon=True).start()
     signal.signal(signal.SIGTERM, supervisor.request_stop)
     signal.signal(signal.SIGINT, supervisor.request_stop)
     server = ApiServer(settings) if api else None
@@ -535,6 +540,26 @@ def bench_scans(
         try:
             run_scan_bench(settings, messages, workers or settings.ingest_workers, background_rate, live_scans, out,
                            prefill)
+        except LoadError as exc:
+            raise ValueError(f"benchmark failed: {exc}") from None
+
+
+@bench_app.command("orders")
+def bench_orders(
+    lines: Annotated[int, typer.Option(help="order lines released (5 per order)")] = 10_000,
+    scanners: Annotated[int, typer.Option(help="simulated scanners working the pick tasks")] = 200,
+    workers: Annotated[int | None, typer.Option(help="ingest worker processes")] = None,
+    background_rate: Annotated[int, typer.Option(help="env msg/s while picking")] = 2000,
+    out: Annotated[Path, typer.Option(help="where the plot and JSON go")] = Path("bench-results"),
+) -> None:
+    """Order lines allocated per second, then scan -> feedback latency while scanners pick; last line is JSON."""
+    from cli.bench_orders import run_orders_bench
+    from simulators.loadgen import LoadError
+
+    settings = _settings()
+    with _clear_errors():
+        try:
+            run_orders_bench(settings, lines, scanners, workers or settings.ingest_workers, background_rate, out)
         except LoadError as exc:
             raise ValueError(f"benchmark failed: {exc}") from None
 

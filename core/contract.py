@@ -69,6 +69,8 @@ class Scan:
     location: str | None
     to_location: str | None
     ref: str | None
+    task_id: str | None = None   # CONTRACT 3.1: the task this scan works
+    short: bool = False          # a short pick: the bin holds no more than ``qty``
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,8 +264,12 @@ def _scan(obj: Mapping[str, Any], h: _Head) -> Scan:
     qty = _number(obj, "qty", 0, 1e9)
     if qty is not None and qty == 0 and mode != "count":
         raise _InvalidError(Reason.INVALID_FIELD, "'qty' must be positive (0 is only meaningful for a count)")
+    short = obj.get("short", False)
+    if not isinstance(short, bool):
+        raise _InvalidError(Reason.INVALID_FIELD, "'short' must be true or false")
     return Scan(h.device_id, h.msg_id, h.ts, h.ts_source, h.received_at, code, mode, qty,  # type: ignore[arg-type]
-                _text(obj, "location", 64), _text(obj, "to_location", 64), _text(obj, "ref", 128))
+                _text(obj, "location", 64), _text(obj, "to_location", 64), _text(obj, "ref", 128),
+                _text(obj, "task_id", 64), short)
 
 
 def _rfid(obj: Mapping[str, Any], h: _Head, now: datetime, limits: Limits) -> Rfid:

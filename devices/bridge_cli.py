@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import queue
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -20,7 +21,14 @@ from types import FrameType
 from devices.buffer import OutboxBuffer, OutboxError
 from devices.gps_bridge import GpsBridge
 from devices.publisher import BrokerTarget, BufferedPublisher, PublisherError
-from devices.scanner_bridge import BridgeError, ScannerBridge, ScannerConfig, pump_serial
+from devices.scanner_bridge import (
+    BridgeError,
+    FeedbackConfig,
+    ScannerBridge,
+    ScannerConfig,
+    feedback_handler,
+    pump_serial,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +50,7 @@ def run_scanner_bridge(port: str, device_id: str, password: str, *, host: str, p
                        terminator: bytes = b"\r\n",
                        separator: str | None = None, mode: str | None = None, location: str | None = None,
                        expected_symbology: str | None = None, stop: threading.Event | None = None,
-                       ready: threading.Event | None = None) -> None:
+                       ready: threading.Event | None = None, feedback: FeedbackConfig | None = None) -> None:
     """Serial barcode scanner on ``port`` to ``scan`` messages of ``device_id``.
 
     ``separator``: the character the scanner sends instead of GS, turned back into GS (None: the
@@ -52,10 +60,12 @@ def run_scanner_bridge(port: str, device_id: str, password: str, *, host: str, p
     config = ScannerConfig(terminator=terminator, separator=separator, mode=mode, location=location,
                            expected_symbology=expected_symbology)
     target = BrokerTarget(host, port_mqtt, prefix, device_id, password, ca_file, mqtt_version)
-    with _runtime(buffer_path, target, stop) as rt:
+    outgoing: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+    listen = {"feedback": feedback_handler(feedback, outgoing)} if feedback is not None else None
+    with _runtime(buffer_path, target, stop, listen) as rt:
         bridge = ScannerBridge(device_id, config, rt.buffer, rt.publisher.notify)
         log.info("scanner bridge %s: opening %s at %d baud", device_id, port, baudrate)
-        pump_serial(port, baudrate, terminator, rt.stop, bridge.handle_line, ready=ready)
+        pump_serial(port, baudrate, terminator, rt.stop, bridge.handle_line, ready=ready, outgoing=outgoing)
         log.info("scanner bridge %s: %d scan(s) read", device_id, bridge.scans)
 
 
@@ -83,7 +93,8 @@ def run_gps_bridge(port: str, device_id: str, password: str, *, host: str, port_
 
 
 @contextlib.contextmanager
-def _runtime(buffer_path: str | Path, target: BrokerTarget, stop: threading.Event | None) -> Iterator[_Runtime]:
+def _runtime(buffer_path: str | Path, target: BrokerTarget, stop: threading.Event | None,
+             listen: dict[str, Callable[[bytes], None]] | None = None) -> Iterator[_Runtime]:
     """Buffer, publisher and stop event; foreign errors become ``BridgeError``; always closes cleanly."""
     stop = stop if stop is not None else threading.Event()
     try:
@@ -92,6 +103,8 @@ def _runtime(buffer_path: str | Path, target: BrokerTarget, stop: threading.Even
         raise BridgeError(str(exc)) from exc
     try:
         publisher = BufferedPublisher(buffer, target)
+        for kind, on_message in (listen or {}).items():
+            publisher.listen(kind, on_message)
         publisher.start()
     except PublisherError as exc:
         buffer.close()

@@ -36,6 +36,8 @@ DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 RESERVED_CLIENT_ID_PREFIX = "cargotrace-"
 # The only subtopics a device may publish to (CONTRACT s.1); everything else is refused.
 DEVICE_DATA_KINDS = ("scan", "rfid", "position", "env", "status")
+# Topics under a device's prefix that only the server publishes (downlink, CONTRACT 1 and 3.1).
+SERVER_ONLY_KINDS = ("config", "tasks", "feedback")
 
 T = TypeVar("T")
 
@@ -224,6 +226,8 @@ class BrokerAccounts:
             # Clearing a retained copy a device left on a data topic (an empty retained publish);
             # the ingest worker does it after dead-lettering the retained message.
             *(_acl("publishClientSend", f"{self._prefix}/dev/+/{kind}") for kind in DEVICE_DATA_KINDS),
+            # CONTRACT 3.1: retained task lists and scan feedback to scanners.
+            *(_acl("publishClientSend", f"{self._prefix}/dev/+/{kind}") for kind in SERVER_ONLY_KINDS[1:]),
         ]
 
     def ensure_service_accounts(self) -> None:
@@ -298,6 +302,10 @@ class BrokerAccounts:
             *(_acl("publishClientSend", f"{own}/{kind}") for kind in DEVICE_DATA_KINDS),
             _acl("subscribeLiteral", f"{own}/config"),
             _acl("publishClientReceive", f"{own}/config"),
+            # Tasks and feedback (CONTRACT 3.1) are downlink too: a device reads its own, and cannot
+            # publish there (it may publish only the data kinds above).
+            *(_acl("subscribeLiteral", f"{own}/{kind}") for kind in SERVER_ONLY_KINDS[1:]),
+            *(_acl("publishClientReceive", f"{own}/{kind}") for kind in SERVER_ONLY_KINDS[1:]),
         ]
 
     def _require_device(self, device_id: str) -> dict[str, Any] | None:

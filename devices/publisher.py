@@ -17,6 +17,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -128,6 +129,7 @@ class BufferedPublisher:
         self._drain_deadline: float | None = None
         self._thread: threading.Thread | None = None
         self.published = 0  # messages acknowledged by the broker (for logs and tests)
+        self._downlink: list[str] = []  # downlink topics subscribed on every (re)connect
         # The broker binds each device account to the client id equal to its device id.
         protocol = mqtt.MQTTv5 if target.mqtt_version == 5 else mqtt.MQTTv311
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=target.device_id, protocol=protocol)
@@ -152,6 +154,14 @@ class BufferedPublisher:
         self._thread = threading.Thread(target=self._flush_loop, name=f"flush-{self._target.device_id}",
                                         daemon=True)
         self._thread.start()
+
+    def listen(self, kind: str, on_message: Callable[[bytes], None]) -> None:
+        """Also receive the device's own downlink ``kind`` (e.g. ``feedback``) on this session: a device
+        has one session (its client id is its device id), so a second connection would take it over.
+        Call before ``start()``; ``on_message`` runs on paho's network thread."""
+        topic = self._target.topic(kind)
+        self._downlink.append(topic)
+        self._client.message_callback_add(topic, lambda _c, _u, m: on_message(bytes(m.payload)))
 
     def notify(self) -> None:
         """Something was appended to the buffer: flush now rather than at the next idle tick."""
@@ -193,6 +203,8 @@ class BufferedPublisher:
             return
         self._last_connect_error = None
         log.info("%s: connected to %s", self._target.device_id, where)
+        for topic in self._downlink:  # the device's one session also reads its downlink (feedback)
+            client.subscribe(topic, qos=1)
         with self._cond:
             self._connected = True
             self._connected_since = time.monotonic()

@@ -16,7 +16,10 @@ Each line becomes ``{"msg_id", "ts", "code", "mode"?, "location"?}`` in the outb
 
 from __future__ import annotations
 
+import json
 import logging
+import queue
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -76,7 +79,7 @@ def open_serial(port: str, baudrate: int) -> serial.SerialBase:
 
 def pump_serial(port: str, baudrate: int, terminator: bytes, stop: threading.Event,
                 on_line: Callable[[bytes], None], on_tick: Callable[[], None] | None = None,
-                ready: threading.Event | None = None) -> None:
+                ready: threading.Event | None = None, outgoing: queue.SimpleQueue[bytes] | None = None) -> None:
     """Read lines from ``port`` and hand each to ``on_line`` until ``stop`` is set.
 
     ``on_tick`` runs after every read (at least every 0.2 s). The first open failing raises
@@ -112,6 +115,14 @@ def pump_serial(port: str, baudrate: int, terminator: bytes, stop: threading.Eve
                 continue
             for line in splitter.feed(data) if data else ():
                 on_line(line)
+            while outgoing is not None and not outgoing.empty():
+                # Feedback to the device (a beep, a line on its display); written between reads
+                # because the port has one owner. A write that fails is lost with the port.
+                try:
+                    ser.write(outgoing.get_nowait())
+                except (serial.SerialException, OSError) as exc:
+                    log.warning("serial port %s: feedback not written (%s)", port, exc)
+                    break
             if on_tick is not None:
                 on_tick()
     finally:
@@ -200,3 +211,56 @@ class ScannerBridge:
         log.debug("scan %s: %r", message["msg_id"], message["code"])
         self._on_appended()
 
+
+
+# --- feedback (CONTRACT 3.1) ----------------------------------------------------------------------
+
+
+def _unescape(text: str) -> bytes:
+    """``\\a``, ``\\r``, ``\\n``, ``\\xNN`` as a command line can carry them."""
+    return text.encode("latin-1").decode("unicode_escape").encode("latin-1")
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackConfig:
+    """What the bridge writes back to the scanner for each ``feedback`` message.
+
+    Many scanners beep on BEL (0x07) and show text sent to their serial port; the bytes are
+    configurable because models differ (``--beep-ok``, ``--beep-refused``, ``--feedback-line``).
+    """
+
+    beep_ok: bytes = b"\x07"
+    beep_refused: bytes = b"\x07\x07\x07"
+    # {ok}, {reason}, {task_id}, {msg_id}; empty: no line, beep only.
+    line: str = "{ok} {reason} {task_id}\r\n"
+
+    @classmethod
+    def from_text(cls, beep_ok: str, beep_refused: str, line: str) -> FeedbackConfig:
+        return cls(_unescape(beep_ok), _unescape(beep_refused), _unescape(line).decode("latin-1"))
+
+
+def feedback_bytes(feedback: dict[str, Any], config: FeedbackConfig) -> bytes:
+    """The bytes for one feedback message: the beep, then the line (``OK done``, ``NO wrong_bin``)."""
+    ok = feedback.get("ok") is True
+    beep = config.beep_ok if ok else config.beep_refused
+    if not config.line:
+        return beep
+    text = config.line.format(ok="OK" if ok else "NO", reason=feedback.get("reason") or "",
+                              task_id=feedback.get("task_id") or "", msg_id=feedback.get("msg_id") or "")
+    text = re.sub(r" +(?=\r|\n|$)", "", re.sub(r" {2,}", " ", text))  # empty fields leave no gaps
+    return beep + text.encode("latin-1", errors="replace")
+
+
+def feedback_handler(config: FeedbackConfig, outgoing: queue.SimpleQueue[bytes]) -> Callable[[bytes], None]:
+    """The device's ``feedback`` messages (read on its one MQTT session) to bytes queued for the serial
+    port. Not retained and not buffered: a beep for a scan made while the bridge was offline would
+    only confuse the operator."""
+    def on_message(payload: bytes) -> None:
+        try:
+            body = json.loads(payload)
+        except ValueError:
+            log.warning("feedback that is not JSON ignored: %r", payload[:80])
+            return
+        if isinstance(body, dict):
+            outgoing.put(feedback_bytes(body, config))
+    return on_message

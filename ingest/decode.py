@@ -88,10 +88,13 @@ def _dead(msg: Inbound, device_id: str | None, rejection: Rejection) -> DeadLett
 DOWNLINK_KIND = "config"
 # Not a core contract reason: it is about MQTT delivery, not the payload.
 RETAINED_PUBLISH = "retained_publish"
+# Every server-to-device topic (CONTRACT 1 and 3.1): the feedback is not retained, so ingest's
+# wildcard subscription does receive it.
+DOWNLINK_KINDS = (DOWNLINK_KIND, "tasks", "feedback")
 
 
 def _parse(msg: Inbound, prefix: str, max_payload: int) -> _Parsed | DeadLetter | None:
-    if msg.topic.endswith("/" + DOWNLINK_KIND):
+    if msg.topic.rsplit("/", 1)[-1] in DOWNLINK_KINDS:
         # Our own retained downlink matches the same wildcard; devices cannot publish there (ACL).
         return None
     if msg.retain and not msg.payload:

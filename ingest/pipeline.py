@@ -16,6 +16,7 @@ from ingest.decode import Inbound, prepare
 from ingest.rfid_sweep import note_gate_reads
 from ingest.stock import ScanPlan, apply_plans, resolve_scans
 from ingest.store import BatchResult, known_devices, write_batch
+from ingest.tasks_ingest import PlannedScan, after_stock, work_scans
 from ingest.telemetry_rules import apply_telemetry, shipment_refs_of
 from runtime.settings import Settings
 
@@ -25,11 +26,12 @@ class PipelineConfig:
     prefix: str
     limits: Limits
     max_payload: int
+    expiry_warning_days: int = 30
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PipelineConfig:
         return cls(settings.topic_prefix, Limits(max_future_skew=timedelta(seconds=settings.max_future_skew_s)),
-                   settings.max_payload_bytes)
+                   settings.max_payload_bytes, settings.expiry_warning_days)
 
 
 def process_batch(cur: psycopg.Cursor, messages: Sequence[Inbound], config: PipelineConfig) -> BatchResult:
@@ -48,7 +50,14 @@ def process_batch(cur: psycopg.Cursor, messages: Sequence[Inbound], config: Pipe
             key = (plan.scan.device_id, plan.scan.msg_id)
             if key in fresh:
                 once.setdefault(key, plan)
+        # Orders and tasks (CONTRACT 3): a scan refused by its task moves nothing.
+        planned = [PlannedScan(p.scan, p.plan if isinstance(p.plan, Posting) else None) for p in once.values()]
+        refused = work_scans(cur, planned)
+        if refused:
+            once = {k: p for k, p in once.items() if k not in refused}
+            planned = [p for p in planned if (p.scan.device_id, p.scan.msg_id) not in refused]
         apply_plans(cur, list(once.values()))
+        after_stock(cur, planned, expiry_warning_days=config.expiry_warning_days)
         refs = shipment_refs_of((p.plan.ref, p.plan.biz_step) for p in once.values() if isinstance(p.plan, Posting))
     note_gate_reads(cur, result.applied)
     if result.applied:

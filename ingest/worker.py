@@ -28,7 +28,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ingest.db import StoreError, connect
-from ingest.decode import DeadLetter, Inbound
+from ingest.decode import DOWNLINK_KINDS, DeadLetter, Inbound
 from ingest.pipeline import PipelineConfig, process_batch
 from ingest.rfid_sweep import sweep
 from ingest.store import BatchResult, store_dead_letters
@@ -250,8 +250,11 @@ class IngestWorker:
                 self._client.ack(m.mid, m.qos)
 
     def _clear_retained(self, messages: Sequence[Inbound]) -> None:
-        """Delete the retained copies devices left (dead-lettered already): empty retained publish."""
-        for topic in {m.topic for m in messages if m.retain and m.payload}:
+        """Delete the retained copies devices left (dead-lettered already): empty retained publish.
+
+        Never the server's own retained downlink (config, tasks): the wildcard delivers it here too."""
+        for topic in {m.topic for m in messages if m.retain and m.payload
+                      and m.topic.rsplit("/", 1)[-1] not in DOWNLINK_KINDS}:
             self._client.publish(topic, b"", qos=1, retain=True)
 
     def run_once(self) -> int:

@@ -92,6 +92,8 @@ class Settings(BaseSettings):
     # How often a worker closes RFID passages whose tags have gone silent.
     rfid_sweep_interval_s: float = 1.0
     max_future_skew_s: int = 300
+    # A lot on hand expiring within this many days raises lot_expiring (CONTRACT 3.3).
+    expiry_warning_days: int = 30
 
     # --- retention (days; 0 keeps forever) ------------------------------------------------------
     retention_scans_days: int = 730

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
-from api.schemas.common import Code, In, Out, UtcDatetime
+from api.schemas.common import Code, In, Number, Out, UtcDatetime
 from core.gs1 import ScanCodeError, normalise_gtin
 
 LOCATION_TYPES = ("internal", "dock", "staging", "vehicle", "supplier", "customer", "returns", "inventory_loss")
@@ -68,6 +69,11 @@ class ItemIn(In):
     name: Name
     gtin: str | None = Field(None, description="GTIN-8/12/13/14; stored as GTIN-14 after the check digit is verified")
     profile: Code | None = None
+    # Replenishment (CONTRACT 3.3); a site that differs overrides them (PUT /items/{sku}/sites/{site}).
+    reorder_point: Decimal | None = Field(None, ge=0, max_digits=18, decimal_places=6)
+    reorder_qty: Decimal | None = Field(None, gt=0, max_digits=18, decimal_places=6)
+    lead_time_days: Decimal | None = Field(None, ge=0, max_digits=10, decimal_places=3)
+    default_location: Code | None = Field(None, description="extension: the bin received goods are put away to")
 
     @field_validator("gtin")
     @classmethod
@@ -85,6 +91,10 @@ class ItemOut(Out):
     name: str
     gtin: str | None
     profile: str | None
+    reorder_point: Number | None = None
+    reorder_qty: Number | None = None
+    lead_time_days: Number | None = None
+    default_location: str | None = None
     created_at: UtcDatetime
     updated_at: UtcDatetime
 

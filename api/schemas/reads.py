@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from decimal import Decimal
 from typing import Literal
 
 from pydantic import Field
@@ -18,6 +19,8 @@ class StockOut(Out):
     lot: str | None = Field(description="null when the item is not lot-tracked")
     qty: Number
     expiry: date | None = Field(None, description="extension: expiry of the lot, when known")
+    reserved: Number = Field(Decimal(0), description="held for released orders (CONTRACT 3.2)")
+    available: Number = Field(Decimal(0), description="qty - reserved, never below zero")
 
 
 class MovementOut(Out):

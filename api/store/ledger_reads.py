@@ -39,8 +39,12 @@ def list_stock(conn: psycopg.Connection, where_: StockFilter, after: Key | None,
     if after is not None:
         w.add("(b.sku, b.location, b.lot) > (%(a_sku)s, %(a_location)s, %(a_lot)s)",
               a_sku=after[0], a_location=after[1], a_lot=after[2])
-    query = ("SELECT b.sku, b.location, b.lot AS lot_key, nullif(b.lot, '') AS lot, b.qty, b.expiry "
+    # reserved: stock held for released orders (CONTRACT 3.2); available never goes below zero.
+    query = ("SELECT b.sku, b.location, b.lot AS lot_key, nullif(b.lot, '') AS lot, b.qty, b.expiry, "
+             "coalesce(r.reserved, 0) AS reserved, greatest(b.qty - coalesce(r.reserved, 0), 0) AS available "
              "FROM balances b LEFT JOIN locations l ON l.code = b.location "
+             "LEFT JOIN LATERAL (SELECT sum(qty) AS reserved FROM reservations x WHERE x.sku = b.sku "
+             "AND x.location = b.location AND x.lot = b.lot) r ON true "
              f"{w.sql()} ORDER BY b.sku, b.location, b.lot LIMIT %(limit)s")
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(query, {**w.params, "limit": limit}).fetchall()

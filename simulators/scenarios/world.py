@@ -110,7 +110,8 @@ def vehicle_put(code: str, plate: str) -> tuple[str, Mapping[str, Any]]:
 
 def lot(item: Item, tag: str, suffix: str, produced: date) -> Lot:
     """Lots are per run, so a count or a balance of one run is never mixed with another's."""
-    return Lot(item, f"L{tag.upper()}{suffix}"[:20], produced + timedelta(days=21))
+    # 60 days of shelf life: beyond the 30-day expiry warning, so a normal day raises no lot_expiring.
+    return Lot(item, f"L{tag.upper()}{suffix}"[:20], produced + timedelta(days=60))
 
 
 def sgtin(serial_base: int, n: int) -> str:

@@ -125,7 +125,8 @@ def test_sign_in_overview_and_stock_of_the_seeded_world(page: Page, tokens: dict
     sign_in(page, tokens["viewer"])
     cards = page.locator(".cards")
     expect(cards.get_by_role("region", name="Open alarms")).to_contain_text("1 critical")
-    expect(cards.get_by_role("region", name="Open alarms")).to_contain_text("1 warning")
+    # a lot_expiring warning (CONTRACT 3.3) for L2, which expires within 30 days
+    expect(cards.get_by_role("region", name="Open alarms")).to_contain_text("2 warning")
     expect(cards.get_by_role("region", name="Shipments")).to_contain_text("1 in transit")
     expect(cards.get_by_role("region", name="Devices")).to_contain_text("4 online")
     shoot(page, "overview")
@@ -182,7 +183,7 @@ def test_operator_acknowledges_an_alarm_with_the_keyboard(page: Page, tokens: di
 def test_viewer_sees_no_acknowledge_button(page: Page, tokens: dict[str, str]) -> None:
     sign_in(page, tokens["viewer"])
     open_view(page, "Alarms", "alarms")
-    expect(page.locator("tr[data-id]")).to_have_count(2)
+    expect(page.locator("tr[data-id]")).to_have_count(3)  # with L2's lot_expiring
     expect(page.get_by_role("button", name="Acknowledge")).to_have_count(0)
 
 

@@ -5,6 +5,7 @@ import { all, api, ApiError, setToken, token, whenUnauthorized } from "./api.js"
 import { routeMap, temperatureChart } from "./charts.js";
 import { clear, debounce, fmtNumber, fmtTime, h, label, table, tableRow, time } from "./dom.js";
 import { connectLive } from "./live.js";
+import { ordersView, replenishmentView } from "./orders.js";
 
 const $ = (id) => document.getElementById(id);
 const STATUSES = ["planned", "loading", "in_transit", "arrived", "delivered"];
@@ -92,6 +93,8 @@ const VIEWS = {
   shipments: shipmentsView,
   alarms: alarmsView,
   devices: devicesView,
+  orders: ordersView,
+  replenishment: replenishmentView,
 };
 
 async function route() {
