@@ -68,6 +68,8 @@ class IngestWorker:
         self._inbox: queue.SimpleQueue[_Received] = queue.SimpleQueue()
         self._generation = 0
         self._connected = threading.Event()
+        self.subscribed = threading.Event()  # SUBACK received on the current connection
+        self.connections = 0  # sessions opened so far (each one subscribes again)
         self._stop = threading.Event()
         self._conn: psycopg.Connection | None = None
         self._held = threading.Condition()
@@ -82,19 +84,32 @@ class IngestWorker:
                              protocol=mqtt.MQTTv5, manual_ack=True)
         client.username_pw_set(self.settings.mqtt_service_user, self.settings.mqtt_service_password)
         apply_tls(client, self.settings)
-        client.reconnect_delay_set(min_delay=1, max_delay=15)
+        # Back quickly after a broker restart: Mosquitto 2.0.11 restores our persistent session but
+        # not its shared subscription, so whatever devices publish until we re-subscribe is lost;
+        # a 2 s cap keeps that window short (tests/integration/test_broker_restart.py).
+        client.reconnect_delay_set(min_delay=1, max_delay=2)
         client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         return client
 
-    def _on_connect(self, client: mqtt.Client, _u: object, _f: object, reason: ReasonCode,
+    def _on_connect(self, client: mqtt.Client, _u: object, flags: mqtt.ConnectFlags, reason: ReasonCode,
                     _p: object) -> None:
         if reason.is_failure:
             log.error("%s: broker refused the connection: %s (check the service account; "
                       "`cargotrace up` creates it)", self.client_id, reason)
             return
         self._generation += 1
+        self.subscribed.clear()
+        if self.connections and flags.session_present:
+            # Always subscribe again, even though the broker says it kept our session: after its
+            # restart Mosquitto 2.0.11 has the session and its queue but not the $share subscription.
+            log.info("%s: reconnected to our session; re-subscribing", self.client_id)
+        elif self.connections:
+            log.warning("%s: the broker lost our session (restarted without persistence?); "
+                        "re-subscribing, messages queued for it before are gone", self.client_id)
+        self.connections += 1
         # Retain handling 2: no retained messages on subscribe (those are device configs, downlink).
         # Retain as published: a device's retained publish must be recognisable to be refused.
         client.subscribe(subscription(self.settings),
@@ -103,9 +118,17 @@ class IngestWorker:
         log.info("%s: connected to %s:%s, subscribed to %s", self.client_id, self.settings.mqtt_host,
                  self.settings.mqtt_client_port, subscription(self.settings))
 
+    def _on_subscribe(self, _c: mqtt.Client, _u: object, _mid: int, reasons: list[ReasonCode],
+                      _p: object) -> None:
+        if all(not r.is_failure for r in reasons):
+            self.subscribed.set()
+        else:
+            log.error("%s: the broker refused the subscription: %s", self.client_id, reasons)
+
     def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, reason: ReasonCode,
                        _p: object) -> None:
         self._connected.clear()
+        self.subscribed.clear()
         self._generation += 1  # whatever was received before is redelivered on the next session
         if not self._stop.is_set():
             log.warning("%s: disconnected from the broker (%s); reconnecting", self.client_id, reason)
