@@ -17,6 +17,7 @@ from ingest.rfid_sweep import note_gate_reads
 from ingest.stock import ScanPlan, apply_plans, resolve_scans
 from ingest.store import BatchResult, known_devices, write_batch
 from ingest.telemetry_rules import apply_telemetry, shipment_refs_of
+from runtime.metrics import timed_rule
 from runtime.settings import Settings
 
 
@@ -36,7 +37,8 @@ def process_batch(cur: psycopg.Cursor, messages: Sequence[Inbound], config: Pipe
     prepared = prepare(messages, config.prefix, config.limits, config.max_payload,
                        lambda ids: known_devices(cur, ids))
     scans = [r for r in prepared.records if isinstance(r, Scan)]
-    plans, rule_dead, rejected = resolve_scans(cur, scans, config.prefix)
+    with timed_rule("stock_resolve"):
+        plans, rule_dead, rejected = resolve_scans(cur, scans, config.prefix)
     records = [r for r in prepared.records if (r.device_id, r.msg_id) not in rejected] if rejected \
         else prepared.records
     result = write_batch(cur, records, [*prepared.dead, *rule_dead])
@@ -48,9 +50,11 @@ def process_batch(cur: psycopg.Cursor, messages: Sequence[Inbound], config: Pipe
             key = (plan.scan.device_id, plan.scan.msg_id)
             if key in fresh:
                 once.setdefault(key, plan)
-        apply_plans(cur, list(once.values()))
+        with timed_rule("stock_apply"):
+            apply_plans(cur, list(once.values()))
         refs = shipment_refs_of((p.plan.ref, p.plan.biz_step) for p in once.values() if isinstance(p.plan, Posting))
     note_gate_reads(cur, result.applied)
     if result.applied:
-        apply_telemetry(cur, result.applied, refs, datetime.now(UTC))
+        with timed_rule("telemetry"):
+            apply_telemetry(cur, result.applied, refs, datetime.now(UTC))
     return result

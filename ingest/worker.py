@@ -32,6 +32,7 @@ from ingest.decode import DeadLetter, Inbound
 from ingest.pipeline import PipelineConfig, process_batch
 from ingest.rfid_sweep import sweep
 from ingest.store import BatchResult, store_dead_letters
+from runtime import metrics
 from runtime.mqtt_tls import apply_tls
 from runtime.settings import Settings
 
@@ -62,6 +63,7 @@ class Counters:
 class IngestWorker:
     def __init__(self, settings: Settings, index: int = 0) -> None:
         self.settings = settings
+        self.index = index
         self.client_id = f"{settings.ingest_client_prefix}-{index}"
         self.pipeline = PipelineConfig.from_settings(settings)
         self.counters = Counters()
@@ -75,6 +77,9 @@ class IngestWorker:
         self._held = threading.Condition()
         self._held_bytes = 0  # payload bytes received and not yet acknowledged or discarded
         self.peak_held_bytes = 0  # the most ever held at once (shown by tests and benchmarks)
+        self._held_messages = 0
+        metrics.IN_FLIGHT.labels(worker=self.client_id).set_function(lambda: self._held_messages)
+        metrics.UNACKED_BYTES.labels(worker=self.client_id).set_function(lambda: self._held_bytes)
         self._client = self._make_client()
 
     # --- MQTT ------------------------------------------------------------------------------------
@@ -110,6 +115,7 @@ class IngestWorker:
             log.warning("%s: the broker lost our session (restarted without persistence?); "
                         "re-subscribing, messages queued for it before are gone", self.client_id)
         self.connections += 1
+        metrics.CONNECTIONS.labels(worker=self.client_id).inc()
         # Retain handling 2: no retained messages on subscribe (those are device configs, downlink).
         # Retain as published: a device's retained publish must be recognisable to be refused.
         client.subscribe(subscription(self.settings),
@@ -141,13 +147,16 @@ class IngestWorker:
             self._held.wait_for(lambda: self._held_bytes < self.settings.ingest_max_unacked_bytes
                                 or self._stop.is_set(), timeout=20)
             self._held_bytes += len(payload)
+            self._held_messages += 1
             self.peak_held_bytes = max(self.peak_held_bytes, self._held_bytes)
         self._inbox.put(_Received(Inbound(msg.topic, payload, datetime.now(UTC), msg.mid, msg.qos,
                                           bool(msg.retain)), self._generation))
+        metrics.RECEIVED.labels(worker=self.client_id).inc()
 
-    def _release(self, released: int) -> None:
+    def _release(self, released: int, messages: int) -> None:
         with self._held:
             self._held_bytes -= released
+            self._held_messages -= messages
             self._held.notify_all()
 
     def connect(self, timeout: float = 10.0) -> None:
@@ -190,6 +199,7 @@ class IngestWorker:
         """A batch failed for a reason that is not transient: apply its messages one by one so that
         one message the database refuses becomes a dead letter and the others still land."""
         applied, dups, dead = [], 0, 0
+        reasons: tuple[tuple[str, str], ...] = ()
         for message in messages:
             try:
                 result = self._store([message])
@@ -204,13 +214,14 @@ class IngestWorker:
             applied += result.applied
             dups += result.duplicates
             dead += result.dead_letters
-        return BatchResult(applied, dups, dead)
+            reasons += result.dead_reasons
+        return BatchResult(applied, dups, dead, reasons)
 
     def _store_dead(self, letters: list[DeadLetter]) -> BatchResult:
         conn = self._db()
         with conn.transaction(), conn.cursor() as cur:
             store_dead_letters(cur, letters)
-        return BatchResult([], 0, len(letters))
+        return BatchResult([], 0, len(letters), tuple((d.reason, d.topic) for d in letters))
 
     def apply(self, messages: Sequence[Inbound]) -> BatchResult:
         """Store a batch, retrying transient failures until it commits or the worker is stopped."""
@@ -262,7 +273,8 @@ class IngestWorker:
         generation = self._generation
         # Messages from a connection that has since dropped are redelivered on the new one.
         current = [r.message for r in batch if r.generation == generation]
-        self._release(sum(len(r.message.payload) for r in batch if r.generation != generation))
+        stale = [r for r in batch if r.generation != generation]
+        self._release(sum(len(r.message.payload) for r in stale), len(stale))
         return current, generation
 
     def _ack(self, messages: Sequence[Inbound], generation: int) -> None:
@@ -281,17 +293,29 @@ class IngestWorker:
         batch, generation = self._take()
         if not batch:
             return 0
+        started = time.perf_counter()
         try:
             result = self.apply(batch)
+            committed = time.perf_counter()
             self._clear_retained(batch)
             self._ack(batch, generation)
         finally:
-            self._release(sum(len(m.payload) for m in batch))
+            self._release(sum(len(m.payload) for m in batch), len(batch))
         self.counters.applied += len(result.applied)
         self.counters.duplicates += result.duplicates
         self.counters.dead_letters += result.dead_letters
         self.counters.batches += 1
+        self._observe(len(batch), committed - started, result)
         return len(batch)
+
+    def _observe(self, size: int, commit_s: float, result: BatchResult) -> None:
+        worker = self.client_id
+        metrics.BATCH_SIZE.labels(worker=worker).observe(size)
+        metrics.COMMIT_SECONDS.labels(worker=worker).observe(commit_s)
+        metrics.APPLIED.labels(worker=worker).inc(len(result.applied))
+        metrics.DUPLICATES.labels(worker=worker).inc(result.duplicates)
+        for reason, topic in result.dead_reasons:
+            metrics.DEAD_LETTERS.labels(worker=worker, reason=reason, kind=metrics.kind_label(topic)).inc()
 
     def stop(self) -> None:
         self._stop.set()
@@ -310,6 +334,16 @@ class IngestWorker:
             log.debug("%s: %d RFID passages, %d movements", self.client_id, result.passages, result.movements)
 
     def run(self, report_every_s: float = 10.0) -> None:
+        exporter = metrics.serve_worker_metrics(self.settings.ingest_metrics_port, self.index,
+                                                self.settings.ingest_metrics_host)
+        try:
+            self._run(report_every_s)
+        finally:
+            if exporter is not None:
+                exporter.shutdown()
+                exporter.server_close()
+
+    def _run(self, report_every_s: float) -> None:
         self.connect()
         last_report, last_applied = time.monotonic(), 0
         last_sweep = time.monotonic()
