@@ -20,8 +20,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from ingest.db import connect
 from ingest.db_roles import drop_service_roles
 from tests.integration.broker_fixtures import free_port
 from tests.integration.db_fixtures import recreate_database
@@ -35,7 +37,10 @@ ROOT = Path(__file__).resolve().parents[2]
 def env(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator[dict[str, str]]:
     url = make_conninfo(database_url, dbname=f"{conninfo_to_dict(database_url)['dbname']}_demo")
     recreate_database(url)
-    drop_service_roles(url)
+    drop_service_roles(url)  # `up` creates them again, with passwords in this run's state directory
+    # ... and the database too, owned by the owner role (its one-time bootstrap), as in test_cli.py.
+    with connect(make_conninfo(url, dbname="postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(conninfo_to_dict(url)["dbname"])))
     values = {**os.environ, "CARGOTRACE_STATE_DIR": str(tmp_path_factory.mktemp("demo-state")),
               "CARGOTRACE_MQTT_PORT": str(free_port()), "CARGOTRACE_MQTT_TLS_PORT": str(free_port()),
               "CARGOTRACE_API_PORT": str(free_port()), "CARGOTRACE_DATABASE_URL": url,
