@@ -77,8 +77,9 @@ class IngestWorker:
         self._held = threading.Condition()
         self._held_bytes = 0  # payload bytes received and not yet acknowledged or discarded
         self.peak_held_bytes = 0  # the most ever held at once (shown by tests and benchmarks)
-        self._held_messages = 0
-        metrics.IN_FLIGHT.labels(worker=self.client_id).set_function(lambda: self._held_messages)
+        self._in_batch = 0  # messages of the batch being stored, not yet acknowledged
+        # Received and not yet acknowledged: waiting in the inbox or in the batch being stored.
+        metrics.IN_FLIGHT.labels(worker=self.client_id).set_function(lambda: self._inbox.qsize() + self._in_batch)
         metrics.UNACKED_BYTES.labels(worker=self.client_id).set_function(lambda: self._held_bytes)
         self._client = self._make_client()
 
@@ -147,16 +148,13 @@ class IngestWorker:
             self._held.wait_for(lambda: self._held_bytes < self.settings.ingest_max_unacked_bytes
                                 or self._stop.is_set(), timeout=20)
             self._held_bytes += len(payload)
-            self._held_messages += 1
             self.peak_held_bytes = max(self.peak_held_bytes, self._held_bytes)
         self._inbox.put(_Received(Inbound(msg.topic, payload, datetime.now(UTC), msg.mid, msg.qos,
                                           bool(msg.retain)), self._generation))
-        metrics.RECEIVED.labels(worker=self.client_id).inc()
 
-    def _release(self, released: int, messages: int) -> None:
+    def _release(self, released: int) -> None:
         with self._held:
             self._held_bytes -= released
-            self._held_messages -= messages
             self._held.notify_all()
 
     def connect(self, timeout: float = 10.0) -> None:
@@ -273,8 +271,7 @@ class IngestWorker:
         generation = self._generation
         # Messages from a connection that has since dropped are redelivered on the new one.
         current = [r.message for r in batch if r.generation == generation]
-        stale = [r for r in batch if r.generation != generation]
-        self._release(sum(len(r.message.payload) for r in stale), len(stale))
+        self._release(sum(len(r.message.payload) for r in batch if r.generation != generation))
         return current, generation
 
     def _ack(self, messages: Sequence[Inbound], generation: int) -> None:
@@ -293,6 +290,9 @@ class IngestWorker:
         batch, generation = self._take()
         if not batch:
             return 0
+        # Counted here, not in a transport's receive callback, so that every transport is counted.
+        metrics.RECEIVED.labels(worker=self.client_id).inc(len(batch))
+        self._in_batch = len(batch)
         started = time.perf_counter()
         try:
             result = self.apply(batch)
@@ -300,7 +300,8 @@ class IngestWorker:
             self._clear_retained(batch)
             self._ack(batch, generation)
         finally:
-            self._release(sum(len(m.payload) for m in batch), len(batch))
+            self._in_batch = 0
+            self._release(sum(len(m.payload) for m in batch))
         self.counters.applied += len(result.applied)
         self.counters.duplicates += result.duplicates
         self.counters.dead_letters += result.dead_letters

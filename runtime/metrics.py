@@ -22,7 +22,7 @@ from core.contract import KINDS
 
 log = logging.getLogger("cargotrace.metrics")
 
-RECEIVED = Counter("cargotrace_ingest_messages_received", "Messages delivered to the worker by the broker "
+RECEIVED = Counter("cargotrace_ingest_messages_received", "Messages taken from the broker for storing "
                    "(a redelivery counts again)", ["worker"])
 APPLIED = Counter("cargotrace_ingest_messages_applied", "Records stored for the first time", ["worker"])
 DUPLICATES = Counter("cargotrace_ingest_duplicates", "Records already stored (redeliveries, device resends)",
