@@ -6,7 +6,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from anyio import to_thread
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.audit import AuditLog
 from api.db import open_pool
@@ -30,6 +31,7 @@ from api.routes import (
 )
 from api.routes.audit import router as audit_router
 from api.routes.dashboard import install as install_dashboard
+from runtime import metrics
 from runtime.settings import Settings
 
 API_PREFIX = "/api/v1"
@@ -46,6 +48,8 @@ def create_app(settings: Settings) -> FastAPI:
                        total=settings.api_streams_total)
         app.state.hub = hub
         hub.start()
+        # One gauge per process: the last app created in it reports (one per API process in production).
+        metrics.EVENT_STREAM_CLIENTS.set_function(lambda: hub.open_streams)
         try:
             yield
         finally:
@@ -73,4 +77,10 @@ def create_app(settings: Settings) -> FastAPI:
     install_docs(app, f"{API_PREFIX}/openapi.json")
     app.include_router(orders_tracking.page)  # before the dashboard's /track/{token}: more specific
     install_dashboard(app, API_PREFIX)  # live events, telemetry, the dashboard and tracking pages
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus_metrics() -> Response:
+        """Prometheus text format, unauthenticated as scrapers expect: bind the API to a private
+        address or let the proxy in front refuse /metrics from outside (README, Operations)."""
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
     return app

@@ -7,11 +7,14 @@ end up as dead letters, not lost and not crashing anything.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import threading
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, TypeVar
 
 import orjson
 import paho.mqtt.client as mqtt
@@ -24,7 +27,11 @@ from devices.provisioning import DeviceSpec, add_device, rotate_device
 from ingest.db import connect
 from runtime.settings import Settings
 
+if TYPE_CHECKING:
+    from cli.api_server import ApiServer
+
 console = Console()
+T = TypeVar("T")
 
 _WORLD_SQL = [
     "INSERT INTO sites (code, name) VALUES ('DC1', 'Demo distribution centre') ON CONFLICT DO NOTHING",
@@ -161,37 +168,99 @@ def show_state(conn: psycopg.Connection, since: datetime) -> None:
     console.print(dead)
 
 
+class DemoStoppedError(Exception):
+    """Ctrl-C (or SIGTERM) arrived: the show ends where it is."""
+
+
 def run_demo_command(settings: Settings, *, once: bool, scenario: bool) -> None:
     """The platform in this process (ingest workers, retention and health loops, the API and
-    dashboard), the sample traffic, the normal-day scenario; then it runs until Ctrl-C."""
-    from api.tokens import create_token
+    dashboard), the sample traffic, the normal-day scenario; then it runs until Ctrl-C.
+
+    The show runs in a thread and waits on ``stop`` wherever it waits, so that Ctrl-C ends it at
+    any point (a playing scenario is cancelled) instead of after the whole story; the main thread
+    only waits for Ctrl-C or the show's end, then stops the API and the workers."""
     from cli.api_server import ApiServer
-    from ingest.supervisor import Supervisor, wait_until_connected
+    from ingest.supervisor import Supervisor
 
     supervisor = Supervisor(settings, settings.ingest_workers, maintain=True)
-    thread = threading.Thread(target=supervisor.run, daemon=True)
+    platform = threading.Thread(target=supervisor.run, daemon=True)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    thread.start()
+    platform.start()
     server = ApiServer(settings)
+    failures: list[Exception] = []
+
+    def show() -> None:
+        try:
+            _show(settings, server, stop, once=once, scenario=scenario)
+        except DemoStoppedError:
+            pass
+        except Exception as exc:  # reported by the main thread once everything is stopped
+            if not stop.is_set():  # after Ctrl-C, whatever broke because the platform went away is moot
+                failures.append(exc)
+        finally:
+            if once or failures:
+                stop.set()
+
+    show_thread = threading.Thread(target=show, name="demo-show", daemon=True)
+    show_thread.start()
     try:
-        wait_until_connected(settings, settings.ingest_workers)
-        server.start()
-        with connect(settings.database_url) as conn:
-            token = create_token(conn, "admin", "demo")
-        console.print(f"[bold]dashboard[/bold] {server.url}/   [bold]API[/bold] {server.url}/api/v1 "
-                      f"(docs {server.url}/docs)\n[bold]admin token[/bold] {token}")
-        run_demo(settings)
-        if scenario:
-            run_story(settings, server.url, token)
-        if not once:
-            console.print(f"[green]the platform keeps running[/green] at {server.url}/ ; Ctrl-C stops it")
-            stop.wait()
+        while not stop.wait(0.2):
+            pass
     finally:
-        server.stop()
+        if server.thread.is_alive():
+            server.stop()
         supervisor.request_stop()
-        thread.join(30)
+        platform.join(30)
+        show_thread.join(3)  # a cancelled scenario closes its connections; never wait for more
+    if failures:
+        raise failures[0]
+
+
+def _show(settings: Settings, server: ApiServer, stop: threading.Event, *, once: bool, scenario: bool) -> None:
+    from api.tokens import create_token
+    from ingest.supervisor import wait_until_connected
+
+    wait_until_connected(settings, settings.ingest_workers)
+    _check(stop)
+    server.start()
+    with connect(settings.database_url) as conn:
+        token = create_token(conn, "admin", "demo")
+    console.print(f"[bold]dashboard[/bold] {server.url}/   [bold]API[/bold] {server.url}/api/v1 "
+                  f"(docs {server.url}/docs)\n[bold]admin token[/bold] {token}")
+    run_demo(settings, stop)
+    if scenario:
+        run_story(settings, server.url, token, stop)
+    if not once:
+        console.print(f"[green]the platform keeps running[/green] at {server.url}/ ; Ctrl-C stops it")
+
+
+def _check(stop: threading.Event) -> None:
+    if stop.is_set():
+        raise DemoStoppedError
+
+
+def _pause(stop: threading.Event, seconds: float) -> None:
+    if stop.wait(seconds):
+        raise DemoStoppedError
+
+
+def _until_stopped(work: Coroutine[object, object, T], stop: threading.Event) -> T:
+    """Run ``work`` in a new event loop; cancel it (its connections close) as soon as ``stop`` is set."""
+    async def watch() -> T:
+        task = asyncio.ensure_future(work)
+        while not task.done():
+            if stop.is_set():
+                task.cancel()
+                break
+            await asyncio.wait({task}, timeout=0.2)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            raise DemoStoppedError from None
+
+    return asyncio.run(watch())
 
 
 # (scenario, speed-up, wall seconds): a warehouse day, then a cold-chain excursion and a late
@@ -200,24 +269,25 @@ def run_demo_command(settings: Settings, *, once: bool, scenario: bool) -> None:
 STORY = (("normal-day", 72.0, 200.0), ("cold-chain-excursion", 150.0, 60.0), ("late-delivery", 150.0, 70.0))
 
 
-def run_story(settings: Settings, api_url: str, token: str) -> None:
+def run_story(settings: Settings, api_url: str, token: str, stop: threading.Event) -> None:
     from simulators.loadgen import LoadError
     from simulators.provision import ApiError
     from simulators.runner import RunnerError
-    from simulators.scenarios import run_scenario
+    from simulators.scenarios import arun_scenario
 
     for name, speedup, seconds in STORY:
         console.print(f"[bold]playing {name}[/bold] at {speedup:g}x: {seconds * speedup / 3600:.1f} simulated "
                       f"hours in {seconds / 60:.1f} minutes")
         try:
-            report = run_scenario(name, api_url=api_url, admin_token=token, broker_host=settings.mqtt_host,
-                                  broker_port=settings.mqtt_port, topic_prefix=settings.topic_prefix, seed=7,
-                                  speedup=speedup, duration_s=seconds, run_id=f"demo{int(time.time()) % 100000}")
+            report = _until_stopped(arun_scenario(
+                name, api_url=api_url, admin_token=token, broker_host=settings.mqtt_host,
+                broker_port=settings.mqtt_port, topic_prefix=settings.topic_prefix, seed=7, speedup=speedup,
+                duration_s=seconds, run_id=f"demo{int(time.time()) % 100000}"), stop)
         except (RunnerError, ApiError, LoadError, ValueError) as exc:
             raise ValueError(f"the {name} scenario failed: {exc}") from None
         if report.failed:
             console.print(f"[yellow]{report.failed} publish(es) of {name} were not acknowledged[/yellow]")
-    time.sleep(3)  # the last batches commit and the RFID passages close
+    _pause(stop, 3)  # the last batches commit and the RFID passages close
     with connect(settings.database_url) as conn:
         show_story(conn)
 
@@ -249,7 +319,7 @@ def show_story(conn: psycopg.Connection) -> None:
     console.print(tickets)
 
 
-def run_demo(settings: Settings) -> None:
+def run_demo(settings: Settings, stop: threading.Event) -> None:
     from ingest.rfid_sweep import sweep
 
     since = datetime.now(UTC) - timedelta(seconds=1)
@@ -257,6 +327,7 @@ def run_demo(settings: Settings) -> None:
     with connect(settings.database_url, autocommit=True) as conn:
         devices = provision_demo(settings, conn)
         console.print(f"provisioned {len(devices)} demo devices with broker credentials")
+        _check(stop)
         publish_samples(settings, devices, run)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -265,7 +336,7 @@ def run_demo(settings: Settings) -> None:
             rows = conn.execute("SELECT count(*) FROM message_ids WHERE received_at >= %s", (since,)).fetchone()
             if letters and rows and letters[0] >= 6 and rows[0] >= 11:
                 break
-            time.sleep(0.2)
-        time.sleep(7)  # the RFID passage closes once the tag has been silent for absent_after_s
+            _pause(stop, 0.2)
+        _pause(stop, 7)  # the RFID passage closes once the tag has been silent for absent_after_s
         sweep(conn)
         show_state(conn, since)

@@ -317,10 +317,37 @@ def demo(once: Annotated[bool, typer.Option("--once", help="exit after the demo 
     # Tables, not log lines: the demo's platform logs warnings only (`cargotrace run` logs more).
     settings = _settings(create_secrets=True).model_copy(update={"log_level": "WARNING"})
     configure_logging(settings.log_level)
-    with _clear_errors():
-        services, _ = bring_up(settings)
-        run_demo_command(services, once=once, scenario=scenario)
+    ours = settings.manage_broker and not _local_broker_running(settings)
+    try:
+        with _clear_errors():
+            services, _ = bring_up(settings)
+            run_demo_command(services, once=once, scenario=scenario)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C while the stack came up (the platform itself stops on Ctrl-C without it)
+    finally:
+        if ours:  # the broker the demo started goes with it; one `cargotrace up` started stays
+            _stop_local_broker_quietly(settings)
     console.print("stopped cleanly")
+
+
+def _local_broker_running(settings: Settings) -> bool:
+    from cli.local_broker import local_broker_status
+
+    return bool(local_broker_status(settings).get("pid"))
+
+
+def _stop_local_broker_quietly(settings: Settings) -> None:
+    from cli.local_broker import stop_local_broker
+
+    # A second Ctrl-C must not leave the broker behind half-way: ignore it while the broker saves.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        if stop_local_broker(settings):
+            console.print("broker stopped")
+    except BrokerError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @app.command()

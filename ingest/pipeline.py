@@ -18,6 +18,7 @@ from ingest.stock import ScanPlan, apply_plans, resolve_scans
 from ingest.store import BatchResult, known_devices, write_batch
 from ingest.tasks_ingest import PlannedScan, after_stock, work_scans
 from ingest.telemetry_rules import apply_telemetry, shipment_refs_of
+from runtime.metrics import timed_rule
 from runtime.settings import Settings
 
 
@@ -38,7 +39,8 @@ def process_batch(cur: psycopg.Cursor, messages: Sequence[Inbound], config: Pipe
     prepared = prepare(messages, config.prefix, config.limits, config.max_payload,
                        lambda ids: known_devices(cur, ids))
     scans = [r for r in prepared.records if isinstance(r, Scan)]
-    plans, rule_dead, rejected = resolve_scans(cur, scans, config.prefix)
+    with timed_rule("stock_resolve"):
+        plans, rule_dead, rejected = resolve_scans(cur, scans, config.prefix)
     records = [r for r in prepared.records if (r.device_id, r.msg_id) not in rejected] if rejected \
         else prepared.records
     result = write_batch(cur, records, [*prepared.dead, *rule_dead])
@@ -56,10 +58,12 @@ def process_batch(cur: psycopg.Cursor, messages: Sequence[Inbound], config: Pipe
         if refused:
             once = {k: p for k, p in once.items() if k not in refused}
             planned = [p for p in planned if (p.scan.device_id, p.scan.msg_id) not in refused]
-        apply_plans(cur, list(once.values()))
+        with timed_rule("stock_apply"):
+            apply_plans(cur, list(once.values()))
         after_stock(cur, planned, expiry_warning_days=config.expiry_warning_days)
         refs = shipment_refs_of((p.plan.ref, p.plan.biz_step) for p in once.values() if isinstance(p.plan, Posting))
     note_gate_reads(cur, result.applied)
     if result.applied:
-        apply_telemetry(cur, result.applied, refs, datetime.now(UTC))
+        with timed_rule("telemetry"):
+            apply_telemetry(cur, result.applied, refs, datetime.now(UTC))
     return result

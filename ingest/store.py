@@ -35,6 +35,7 @@ class BatchResult:
     applied: list[Record]  # new messages, in arrival order
     duplicates: int
     dead_letters: int
+    dead_reasons: tuple[tuple[str, str], ...] = ()  # (reason, topic) of each dead letter, for metrics
 
 
 def known_devices(cur: psycopg.Cursor, device_ids: Collection[str]) -> set[str]:
@@ -140,4 +141,4 @@ def write_batch(cur: psycopg.Cursor, records: Sequence[Record], dead: Sequence[D
     copy_records(cur, applied)
     touch_devices(cur, applied)
     store_dead_letters(cur, dead)
-    return BatchResult(applied, len(records) - len(applied), len(dead))
+    return BatchResult(applied, len(records) - len(applied), len(dead), tuple((d.reason, d.topic) for d in dead))

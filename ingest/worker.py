@@ -32,6 +32,7 @@ from ingest.decode import DOWNLINK_KINDS, DeadLetter, Inbound
 from ingest.pipeline import PipelineConfig, process_batch
 from ingest.rfid_sweep import sweep
 from ingest.store import BatchResult, store_dead_letters
+from runtime import metrics
 from runtime.mqtt_tls import apply_tls
 from runtime.settings import Settings
 
@@ -62,17 +63,24 @@ class Counters:
 class IngestWorker:
     def __init__(self, settings: Settings, index: int = 0) -> None:
         self.settings = settings
+        self.index = index
         self.client_id = f"{settings.ingest_client_prefix}-{index}"
         self.pipeline = PipelineConfig.from_settings(settings)
         self.counters = Counters()
         self._inbox: queue.SimpleQueue[_Received] = queue.SimpleQueue()
         self._generation = 0
         self._connected = threading.Event()
+        self.subscribed = threading.Event()  # SUBACK received on the current connection
+        self.connections = 0  # sessions opened so far (each one subscribes again)
         self._stop = threading.Event()
         self._conn: psycopg.Connection | None = None
         self._held = threading.Condition()
         self._held_bytes = 0  # payload bytes received and not yet acknowledged or discarded
         self.peak_held_bytes = 0  # the most ever held at once (shown by tests and benchmarks)
+        self._in_batch = 0  # messages of the batch being stored, not yet acknowledged
+        # Received and not yet acknowledged: waiting in the inbox or in the batch being stored.
+        metrics.IN_FLIGHT.labels(worker=self.client_id).set_function(lambda: self._inbox.qsize() + self._in_batch)
+        metrics.UNACKED_BYTES.labels(worker=self.client_id).set_function(lambda: self._held_bytes)
         self._client = self._make_client()
 
     # --- MQTT ------------------------------------------------------------------------------------
@@ -82,19 +90,33 @@ class IngestWorker:
                              protocol=mqtt.MQTTv5, manual_ack=True)
         client.username_pw_set(self.settings.mqtt_service_user, self.settings.mqtt_service_password)
         apply_tls(client, self.settings)
-        client.reconnect_delay_set(min_delay=1, max_delay=15)
+        # Back quickly after a broker restart: Mosquitto 2.0.11 restores our persistent session but
+        # not its shared subscription, so whatever devices publish until we re-subscribe is lost;
+        # a 2 s cap keeps that window short (tests/integration/test_broker_restart.py).
+        client.reconnect_delay_set(min_delay=1, max_delay=2)
         client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         return client
 
-    def _on_connect(self, client: mqtt.Client, _u: object, _f: object, reason: ReasonCode,
+    def _on_connect(self, client: mqtt.Client, _u: object, flags: mqtt.ConnectFlags, reason: ReasonCode,
                     _p: object) -> None:
         if reason.is_failure:
             log.error("%s: broker refused the connection: %s (check the service account; "
                       "`cargotrace up` creates it)", self.client_id, reason)
             return
         self._generation += 1
+        self.subscribed.clear()
+        if self.connections and flags.session_present:
+            # Always subscribe again, even though the broker says it kept our session: after its
+            # restart Mosquitto 2.0.11 has the session and its queue but not the $share subscription.
+            log.info("%s: reconnected to our session; re-subscribing", self.client_id)
+        elif self.connections:
+            log.warning("%s: the broker lost our session (restarted without persistence?); "
+                        "re-subscribing, messages queued for it before are gone", self.client_id)
+        self.connections += 1
+        metrics.CONNECTIONS.labels(worker=self.client_id).inc()
         # Retain handling 2: no retained messages on subscribe (those are device configs, downlink).
         # Retain as published: a device's retained publish must be recognisable to be refused.
         client.subscribe(subscription(self.settings),
@@ -103,9 +125,17 @@ class IngestWorker:
         log.info("%s: connected to %s:%s, subscribed to %s", self.client_id, self.settings.mqtt_host,
                  self.settings.mqtt_client_port, subscription(self.settings))
 
+    def _on_subscribe(self, _c: mqtt.Client, _u: object, _mid: int, reasons: list[ReasonCode],
+                      _p: object) -> None:
+        if all(not r.is_failure for r in reasons):
+            self.subscribed.set()
+        else:
+            log.error("%s: the broker refused the subscription: %s", self.client_id, reasons)
+
     def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, reason: ReasonCode,
                        _p: object) -> None:
         self._connected.clear()
+        self.subscribed.clear()
         self._generation += 1  # whatever was received before is redelivered on the next session
         if not self._stop.is_set():
             log.warning("%s: disconnected from the broker (%s); reconnecting", self.client_id, reason)
@@ -167,6 +197,7 @@ class IngestWorker:
         """A batch failed for a reason that is not transient: apply its messages one by one so that
         one message the database refuses becomes a dead letter and the others still land."""
         applied, dups, dead = [], 0, 0
+        reasons: tuple[tuple[str, str], ...] = ()
         for message in messages:
             try:
                 result = self._store([message])
@@ -181,13 +212,14 @@ class IngestWorker:
             applied += result.applied
             dups += result.duplicates
             dead += result.dead_letters
-        return BatchResult(applied, dups, dead)
+            reasons += result.dead_reasons
+        return BatchResult(applied, dups, dead, reasons)
 
     def _store_dead(self, letters: list[DeadLetter]) -> BatchResult:
         conn = self._db()
         with conn.transaction(), conn.cursor() as cur:
             store_dead_letters(cur, letters)
-        return BatchResult([], 0, len(letters))
+        return BatchResult([], 0, len(letters), tuple((d.reason, d.topic) for d in letters))
 
     def apply(self, messages: Sequence[Inbound]) -> BatchResult:
         """Store a batch, retrying transient failures until it commits or the worker is stopped."""
@@ -261,17 +293,33 @@ class IngestWorker:
         batch, generation = self._take()
         if not batch:
             return 0
+        # Counted here, not in a transport's receive callback, so that every transport is counted.
+        metrics.RECEIVED.labels(worker=self.client_id).inc(len(batch))
+        self._in_batch = len(batch)
+        started = time.perf_counter()
         try:
             result = self.apply(batch)
+            committed = time.perf_counter()
             self._clear_retained(batch)
             self._ack(batch, generation)
         finally:
+            self._in_batch = 0
             self._release(sum(len(m.payload) for m in batch))
         self.counters.applied += len(result.applied)
         self.counters.duplicates += result.duplicates
         self.counters.dead_letters += result.dead_letters
         self.counters.batches += 1
+        self._observe(len(batch), committed - started, result)
         return len(batch)
+
+    def _observe(self, size: int, commit_s: float, result: BatchResult) -> None:
+        worker = self.client_id
+        metrics.BATCH_SIZE.labels(worker=worker).observe(size)
+        metrics.COMMIT_SECONDS.labels(worker=worker).observe(commit_s)
+        metrics.APPLIED.labels(worker=worker).inc(len(result.applied))
+        metrics.DUPLICATES.labels(worker=worker).inc(result.duplicates)
+        for reason, topic in result.dead_reasons:
+            metrics.DEAD_LETTERS.labels(worker=worker, reason=reason, kind=metrics.kind_label(topic)).inc()
 
     def stop(self) -> None:
         self._stop.set()
@@ -290,6 +338,16 @@ class IngestWorker:
             log.debug("%s: %d RFID passages, %d movements", self.client_id, result.passages, result.movements)
 
     def run(self, report_every_s: float = 10.0) -> None:
+        exporter = metrics.serve_worker_metrics(self.settings.ingest_metrics_port, self.index,
+                                                self.settings.ingest_metrics_host)
+        try:
+            self._run(report_every_s)
+        finally:
+            if exporter is not None:
+                exporter.shutdown()
+                exporter.server_close()
+
+    def _run(self, report_every_s: float) -> None:
         self.connect()
         last_report, last_applied = time.monotonic(), 0
         last_sweep = time.monotonic()

@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     ingest_batch_max: int = 4000
     ingest_batch_wait_ms: int = 40
     ingest_session_expiry_s: int = 7 * 24 * 3600
+    # Prometheus /metrics of each ingest worker on this port + the worker's index (0: not served).
+    ingest_metrics_port: int = 0
+    ingest_metrics_host: str = "127.0.0.1"
     max_payload_bytes: int = 256 * 1024
     # How often a worker closes RFID passages whose tags have gone silent.
     rfid_sweep_interval_s: float = 1.0

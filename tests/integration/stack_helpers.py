@@ -87,12 +87,13 @@ def running_worker(settings: Settings, index: int = 0) -> Iterator[IngestWorker]
 
     thread = threading.Thread(target=_run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not worker._connected.is_set() and time.monotonic() < deadline and thread.is_alive():
+    # Until SUBACK, what devices publish to a new (or restarted broker's) shared subscription is dropped.
+    deadline = time.monotonic() + 60
+    while not worker.subscribed.is_set() and time.monotonic() < deadline and thread.is_alive():
         time.sleep(0.02)
     if errors:
         raise errors[0]
-    assert worker._connected.is_set(), "ingest worker did not connect to the broker"
+    assert worker.subscribed.is_set(), "ingest worker did not connect to the broker and subscribe"
     try:
         yield worker
     finally:

@@ -191,7 +191,8 @@ def gate(settings: Settings) -> Iterator[tuple[Gate, Settings]]:
 def restart_broker(settings: Settings, worker: IngestWorker, gate: Gate) -> None:
     """Start the stopped broker and let the bridge reconnect only once the worker is back."""
     start_local_broker(settings)  # same dynsec file and persistence: accounts and sessions survive
-    wait_until(worker._connected.is_set, timeout=20, what="the ingest worker to reconnect")
+    # Subscribed, not just connected: the restarted broker forgot the shared subscription until SUBACK.
+    wait_until(worker.subscribed.is_set, timeout=60, what="the ingest worker to reconnect and re-subscribe")
     gate.is_open.set()
 
 
