@@ -13,9 +13,10 @@ costs no more than one that was: the cost is the size of the window, never of th
 Discrepancy alarms are diffed per key: a derived episode that overlaps a stored alarm IS that
 alarm (id, acknowledgement and notes kept; start, end and peak updated in event time); a derived
 episode with no stored alarm is inserted; a stored alarm that no longer happened is deleted,
-unless someone acknowledged it or a ticket names it: then it is kept, cleared, with its notes, as
-the record of what was seen. (Deleting the rest is what makes the alarms the same in every arrival
-order: an alarm only an early arrival order opened must not survive.)
+unless someone acknowledged it or worked a ticket that names it: then it is kept as ``withdrawn``
+(a state the rules never derive), with its notes, as the record of what was seen
+(core.withdrawal). (Deleting the rest is what makes the alarms the same in every arrival order:
+an alarm only an early arrival order opened must not survive.)
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ import psycopg
 from core.contract import Scan
 from core.ledger import BalanceKey, CountRequest, Posting
 from core.stock_rules import Episode, Identity, PlannedCount, PlannedPosting, SerialAt, SerialKey
+from core.withdrawal import WITHDRAWN
+from ingest.alarm_withdrawal import withdraw_alarms
 
 DISCREPANCY = "stock_discrepancy"
 
@@ -324,16 +327,8 @@ def write_discrepancies(cur: psycopg.Cursor, stored: Sequence[AlarmRow], derived
             if (match.started_at, match.cleared_at, match.peak, match.state) != (
                     episode.start, episode.end, float(episode.peak), "active" if episode.end is None else "cleared"):
                 updates.append((match, episode))
-    # A ticket may name an alarm (its FK must hold): such an alarm is kept too, like an acknowledged one.
-    ticketed = {r[0] for r in cur.execute("SELECT alarm_id FROM tickets WHERE alarm_id = ANY(%s)",
-                                          ([a.id for a in unmatched],))} if unmatched else set()
-    kept = [a.id for a in unmatched if a.acknowledged or a.id in ticketed]
-    dropped = [a.id for a in unmatched if not (a.acknowledged or a.id in ticketed)]
-    if dropped:
-        cur.execute("DELETE FROM alarms WHERE id = ANY(%s)", (dropped,))
-    if kept:
-        cur.execute("UPDATE alarms SET state = 'cleared', cleared_at = coalesce(cleared_at, started_at), "
-                    "updated_at = now() WHERE id = ANY(%s) AND state = 'active'", (kept,))
+    # Deleted, or kept as withdrawn when a person acted on it (core.withdrawal).
+    withdraw_alarms(cur, [(a.id, a.acknowledged) for a in unmatched if a.state != WITHDRAWN])
     # Clearing before activating: one active alarm per (type, subject) holds at every statement.
     for alarm, episode in sorted(updates, key=lambda u: u[1].end is None):
         cur.execute("UPDATE alarms SET state = %s, started_at = %s, cleared_at = %s, peak_value = %s, message = %s, "

@@ -41,6 +41,7 @@ from core.telemetry_rules import (
     track_of,
 )
 from ingest import telemetry_store as store
+from ingest.alarm_withdrawal import withdraw_alarms
 from ingest.stock import lock_keys
 
 OPEN_STATUSES = ("planned", "loading", "in_transit", "arrived")
@@ -275,15 +276,20 @@ def evaluate_environment(cur: psycopg.Cursor, readings: Sequence[EnvReading],
     stored = store.stored_env_alarms(cur, units, subjects, starts)
     ticketed = store.ticketed_shipments(cur, {u.context.shipment for u in units if u.context.shipment},
                                         "temperature_excursion")
-    changed = 0
+    matched: list[list[tuple[EnvAlarm, store.StoredAlarm | None]]] = []
+    gone: list[store.StoredAlarm] = []
     for unit in units:
         ts, temps, rhs = windows[unit]
         readings_in = [Reading(t, a, b) for t, a, b in zip(ts, temps, rhs, strict=True)]
         found = env_episodes(unit.device_id, unit.probe, unit.context, profiles[unit.profile_code], readings_in,
                              temp_from=starts[unit].temp, rh_from=starts[unit].rh)
-        if found or stored[unit]:
-            changed += _reconcile(cur, unit, stored[unit], found, ticketed)
-    return changed
+        pairs, unmatched = _match(stored[unit], found)
+        matched.append(pairs)
+        gone += unmatched
+    # Every withdrawal first: a ticket deleted with its vanished alarm frees its shipment for an
+    # episode of another unit of this batch that does exist.
+    ticketed -= _withdraw(cur, gone)
+    return len(gone) + sum(_apply(cur, pairs, ticketed) for pairs in matched)
 
 
 def _overlaps(row: store.StoredAlarm, started_at: datetime, cleared_at: datetime | None) -> bool:
@@ -291,22 +297,18 @@ def _overlaps(row: store.StoredAlarm, started_at: datetime, cleared_at: datetime
     return bool(row.started_at < (cleared_at or far) and started_at < (row.cleared_at or far))
 
 
-def _withdraw(cur: psycopg.Cursor, gone: Sequence[store.StoredAlarm]) -> None:
-    """An episode that no longer exists with the data now known (a late reading filled a gap):
-    an alarm nobody acted on is withdrawn, one acknowledged or ticketed is kept and closed."""
-    for alarm in gone:
-        cur.execute("DELETE FROM alarms WHERE id = %s AND NOT acknowledged "
-                    "AND NOT EXISTS (SELECT 1 FROM tickets t WHERE t.alarm_id = %s)", (alarm.id, alarm.id))
-        cur.execute("UPDATE alarms SET state = 'cleared', cleared_at = coalesce(cleared_at, now()), "
-                    "message = message || ' (superseded by late data)', updated_at = now() WHERE id = %s "
-                    "AND state = 'active'", (alarm.id,))
+def _withdraw(cur: psycopg.Cursor, gone: Sequence[store.StoredAlarm]) -> set[str]:
+    """Episodes that no longer exist with the data now known (a late reading filled a gap, an
+    earlier deliver scan ended the carriage): ``core.withdrawal`` decides. Returns the shipments
+    whose automatic ticket went with its alarm."""
+    return withdraw_alarms(cur, [(a.id, a.acknowledged) for a in gone if not a.withdrawn])
 
 
-def _reconcile(cur: psycopg.Cursor, unit: store.EnvUnit, stored: list[store.StoredAlarm], found: list[EnvAlarm],
-               ticketed: set[str]) -> int:
-    """Make the unit's stored alarms equal to the derived episodes. A stored alarm that overlaps a
-    derived episode of its type IS that episode (late readings may move its start or end): it
-    keeps its id, acknowledgement and ticket."""
+def _match(stored: list[store.StoredAlarm], found: list[EnvAlarm]
+           ) -> tuple[list[tuple[EnvAlarm, store.StoredAlarm | None]], list[store.StoredAlarm]]:
+    """A stored alarm that overlaps a derived episode of its type IS that episode (late readings
+    may move its start or end): it keeps its id, acknowledgement and ticket. Returns the pairs and
+    the stored alarms no episode matches."""
     unmatched = list(stored)
     pairs: list[tuple[EnvAlarm, store.StoredAlarm | None]] = []
     for e in sorted(found, key=lambda x: (x.started_at, x.type)):
@@ -314,13 +316,17 @@ def _reconcile(cur: psycopg.Cursor, unit: store.EnvUnit, stored: list[store.Stor
         if match is not None:
             unmatched.remove(match)
         pairs.append((e, match))
-    _withdraw(cur, unmatched)
-    changed = len(unmatched)
+    return pairs, unmatched
+
+
+def _apply(cur: psycopg.Cursor, pairs: list[tuple[EnvAlarm, store.StoredAlarm | None]], ticketed: set[str]) -> int:
+    """Make the stored alarms equal to the derived episodes they were matched with."""
+    changed = 0
     # Clear before activating, so that the one-active-alarm-per-type index never sees two.
     for e, row in sorted(pairs, key=lambda p: p[0].cleared_at is None):
         state = "cleared" if e.cleared_at is not None else "active"
         if row is not None:
-            if (row.started_at, row.cleared_at, row.peak_value, row.shipment) != (
+            if row.withdrawn or (row.started_at, row.cleared_at, row.peak_value, row.shipment) != (
                     e.started_at, e.cleared_at, e.peak_value, e.shipment):
                 # A late ship/deliver scan may have moved the episode into another context.
                 cur.execute("UPDATE alarms SET state = %s, started_at = %s, cleared_at = %s, peak_value = %s, "
@@ -390,7 +396,8 @@ def _reconcile_battery(cur: psycopg.Cursor, device_id: str, stored: list[store.S
                 (state, device_id, device_id, e.started_at, e.started_at, e.cleared_at, e.peak_value,
                  e.seconds_out, message))
             changed += 1
-        elif (row.started_at, row.cleared_at, row.peak_value) != (e.started_at, e.cleared_at, e.peak_value):
+        elif row.withdrawn or (row.started_at, row.cleared_at, row.peak_value) != (
+                e.started_at, e.cleared_at, e.peak_value):
             cur.execute("UPDATE alarms SET state = %s, started_at = %s, triggered_at = %s, cleared_at = %s, "
                         "peak_value = %s, seconds_out = %s, message = %s, updated_at = now() WHERE id = %s",
                         (state, e.started_at, e.started_at, e.cleared_at, e.peak_value, e.seconds_out, message,

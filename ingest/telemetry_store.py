@@ -247,6 +247,7 @@ class StoredAlarm:
     peak_value: float | None
     acknowledged: bool
     shipment: str | None = None
+    withdrawn: bool = False  # kept for the audit trail; re-derived, it is reinstated with its id
 
 
 def probes_since(cur: psycopg.Cursor, devices: Sequence[str], since: datetime) -> dict[str, set[str | None]]:
@@ -360,7 +361,8 @@ def stored_env_alarms(cur: psycopg.Cursor, units: Sequence[EnvUnit], subjects: S
     if not units:
         return out
     for i, *row in cur.execute(
-            "SELECT u.i, a.id, a.type, a.started_at, a.cleared_at, a.peak_value, a.acknowledged, a.shipment "
+            "SELECT u.i, a.id, a.type, a.started_at, a.cleared_at, a.peak_value, a.acknowledged, a.shipment, "
+            "a.state = 'withdrawn' "
             "FROM unnest(%s::text[], %s::timestamptz[], %s::timestamptz[], %s::timestamptz[]) WITH ORDINALITY "
             "u(subject, t_since, rh_since, until, i) JOIN alarms a ON a.subject = u.subject AND a.type = ANY(%s) "
             "AND a.started_at >= CASE WHEN a.type = ANY(%s) THEN u.t_since ELSE u.rh_since END "
@@ -368,7 +370,7 @@ def stored_env_alarms(cur: psycopg.Cursor, units: Sequence[EnvUnit], subjects: S
             (list(subjects), [starts[u].temp or FAR_PAST for u in units], [starts[u].rh or FAR_PAST for u in units],
              [u.context.end for u in units], list(ENV_TYPES), list(TEMPERATURE_TYPES))):
         out[units[int(i) - 1]].append(StoredAlarm(int(row[0]), row[1], row[2], row[3], row[4], bool(row[5]),
-                                                  row[6]))
+                                                  row[6], bool(row[7])))
     return out
 
 
@@ -415,9 +417,11 @@ def stored_battery_alarms(cur: psycopg.Cursor, starts: dict[str, datetime | None
     ids = sorted(starts)
     out: dict[str, list[StoredAlarm]] = {d: [] for d in ids}
     for row in cur.execute(
-            "SELECT a.subject, a.id, a.type, a.started_at, a.cleared_at, a.peak_value, a.acknowledged "
+            "SELECT a.subject, a.id, a.type, a.started_at, a.cleared_at, a.peak_value, a.acknowledged, "
+            "a.state = 'withdrawn' "
             "FROM unnest(%s::text[], %s::timestamptz[]) u(subject, since) JOIN alarms a ON a.subject = u.subject "
             "AND a.type = 'battery_low' AND a.started_at >= u.since ORDER BY a.started_at",
             (ids, [starts[d] or FAR_PAST for d in ids])):
-        out[row[0]].append(StoredAlarm(int(row[1]), row[2], row[3], row[4], row[5], bool(row[6])))
+        out[row[0]].append(StoredAlarm(int(row[1]), row[2], row[3], row[4], row[5], bool(row[6]),
+                                       withdrawn=bool(row[7])))
     return out

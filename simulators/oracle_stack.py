@@ -142,11 +142,13 @@ def read_state(conn: psycopg.Connection) -> ReplayState:
         "LEFT JOIN shipment_state st ON st.ref = s.ref")}
     alarm_rows = conn.execute(
         "SELECT id, type, subject, started_at, cleared_at, state, device_id, shipment, peak_value FROM alarms "
-        "WHERE NOT (type = ANY(%s))", (sorted(WALL_CLOCK_ALARMS),)).fetchall()
+        "WHERE NOT (type = ANY(%s)) AND state <> 'withdrawn'", (sorted(WALL_CLOCK_ALARMS),)).fetchall()
     alarms = {r[0]: AlarmLine(r[1], r[2], r[3], r[4], r[5], r[6], r[7], peak(r[8])) for r in alarm_rows}
     tickets = tuple(sorted((TicketLine(r[0], r[1], r[2], None if r[3] is None or r[3] not in alarms else
                                        (alarms[r[3]].type, alarms[r[3]].subject, alarms[r[3]].started_at), r[4])
-                            for r in conn.execute("SELECT type, cause, shipment, alarm_id, status FROM tickets")),
+                            for r in conn.execute(
+                                "SELECT t.type, t.cause, t.shipment, t.alarm_id, t.status FROM tickets t "
+                                "LEFT JOIN alarms a ON a.id = t.alarm_id WHERE a.state IS DISTINCT FROM 'withdrawn'")),
                            key=repr))
     return ReplayState(ledger, balances, serials, passages, positions, shipments, tuple(sorted(alarms.values())),
                        tickets)

@@ -10,7 +10,9 @@ from pydantic import Field
 
 from api.schemas.common import In, Number, Out, UtcDatetime
 
-AlarmState = Literal["active", "cleared"]
+# "withdrawn": late data showed the episode never happened, but a person had acted on the alarm;
+# kept for the audit trail, never derived, listed only when asked for (core/withdrawal.py).
+AlarmState = Literal["active", "cleared", "withdrawn"]
 
 
 class StockOut(Out):

@@ -24,6 +24,8 @@ def list_alarms(conn: psycopg.Connection, where_: AlarmFilter, after: Key | None
     """Newest first by start time, then id."""
     w = Where()
     w.when(where_.state, "state = %(state)s", "state")
+    if where_.state is None:
+        w.add("state <> 'withdrawn'")  # not derived state: only on explicit request
     w.when(where_.type, "type = %(type)s", "type")
     w.when(where_.device, "device_id = %(device)s", "device")
     w.when(where_.shipment, "shipment = %(shipment)s", "shipment")

@@ -153,7 +153,7 @@ def _readings(cur: psycopg.Cursor[Any], r: dict[str, Any]) -> list[Reading]:
 
 def _excursions(cur: psycopg.Cursor[Any], ref: str) -> list[Excursion]:
     rows = cur.execute("SELECT device_id, type, started_at, cleared_at, peak_value FROM alarms "
-                       "WHERE shipment = %s ORDER BY started_at, id", (ref,)).fetchall()
+                       "WHERE shipment = %s AND state <> 'withdrawn' ORDER BY started_at, id", (ref,)).fetchall()
     return [Excursion(x["device_id"], x["type"], x["started_at"], x["cleared_at"], x["peak_value"]) for x in rows]
 
 

@@ -152,14 +152,6 @@ def test_late_ship_scans_equal_replay(oracle: OracleStack) -> None:  # noqa: F81
 REEFER_DELAY = timedelta(seconds=600)  # the SIM-CHILLED profile's delay
 
 
-@pytest.mark.xfail(strict=True, raises=StateDiffersError, reason=(
-    "alarms: 2 stored, 1 in the replay; first only in stored: AlarmLine(type='temperature_high', "
-    "subject='<rf1>/reefer-air', shipment='<S1>', cleared_at=<a later deliver scan>, peak_value=11.09) (and its "
-    "temperature_excursion ticket). The carriage ends at the first deliver scan, 9.5 min after the reefer left "
-    "the range, under the 10-min delay: no episode. Branch telemetry's ingest derived the episode while only "
-    "later deliver scans were known, opened its ticket automatically, and _withdraw keeps a vanished alarm "
-    "that has a ticket ('superseded by late data'): whether the alarm exists depends on arrival order "
-    "(CONTRACT 2.4). Found by `cargotrace verify replay --seed 100` at seed 109. For helper B / the lead."))
 def test_deliver_scans_newest_first_equal_replay(oracle: OracleStack) -> None:  # noqa: F811
     outcome = oracle.run_stream(109, deliver=deliver_scans_newest_first)
     delivers = sorted(m.at for m in outcome.stream.messages if _mode(m) == "deliver")

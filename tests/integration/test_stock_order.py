@@ -63,9 +63,26 @@ def test_an_alarm_that_still_exists_keeps_its_id_and_acknowledgement(world: psyc
     apply(world, [scan("SC-2", "late", b, 2.5, mode="pick", location="TRUCK-1", to_location="STAGE-1", qty=2)])
     assert world.execute("SELECT id, state, started_at, peak_value, acknowledged, ack_note FROM alarms").fetchall() == [
         (alarm_id, "active", T0 + timedelta(minutes=3), -3.0, True, "truck recount booked")]
-    # The missing unit turns up, loaded earlier: the episode never happened. Acknowledged, so kept, cleared.
+    # The missing unit turns up, loaded earlier: the episode never happened. Acknowledged, so kept
+    # for the audit trail, but withdrawn (a state the rules never derive), not a normal cleared alarm.
     apply(world, [scan("SC-2", "found", b, 1, mode="receive", location="TRUCK-1", qty=3)])
-    assert world.execute("SELECT id, state, acknowledged FROM alarms").fetchall() == [(alarm_id, "cleared", True)]
+    assert world.execute("SELECT id, state, acknowledged FROM alarms").fetchall() == [(alarm_id, "withdrawn", True)]
+
+
+def test_a_vanished_discrepancy_a_person_opened_a_ticket_on_is_withdrawn_and_reinstated_if_it_returns(
+        world: psycopg.Connection) -> None:
+    b = gs1(GTIN_B)
+    apply(world, _ship_stream())
+    (alarm_id,) = world.execute("SELECT id FROM alarms").fetchone()  # type: ignore[misc]
+    world.execute("INSERT INTO tickets (type, alarm_id, summary) VALUES ('complaint', %s, 'short delivery')",
+                  (alarm_id,))
+    apply(world, [scan("SC-2", "found", b, 1, mode="receive", location="TRUCK-1", qty=3)])
+    assert world.execute("SELECT id, state FROM alarms").fetchall() == [(alarm_id, "withdrawn")]
+    assert world.execute("SELECT alarm_id, summary FROM tickets").fetchall() == [(alarm_id, "short delivery")]
+    # A late pick of those three from the truck: the episode exists again, the same alarm is back.
+    apply(world, [scan("SC-2", "gone", b, 1.5, mode="pick", location="TRUCK-1", to_location="STAGE-1", qty=3)])
+    assert world.execute("SELECT id, state, started_at, peak_value FROM alarms").fetchall() == [
+        (alarm_id, "active", T0 + timedelta(minutes=3), -1.0)]
 
 
 def _other_site(db: psycopg.Connection) -> None:
