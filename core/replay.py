@@ -22,11 +22,10 @@ from typing import Any
 
 from core.coldchain import Profile
 from core.contract import EnvReading, Position, Record, Rfid, Scan, Status
-from core.epc import EpcError, decode_epc
+from core.epc import Epc, EpcError, decode_epc
 from core.geo import Fence
 from core.gs1 import ScanCode, ScanCodeError, interpret
 from core.ledger import (
-    RFID_STEP,
     CountRequest,
     Location,
     Posting,
@@ -35,7 +34,7 @@ from core.ledger import (
     ShipmentInfo,
     plan_scan,
 )
-from core.rfid import GateConfig, Passage, Read, passages
+from core.rfid import GateConfig, Passage, Read, passage_posting, passage_reason, passages
 from core.stock_rules import Identity, PlannedCount, PlannedPosting, StockHistory, StockState, derive_stock
 from core.telemetry_rules import (
     DeviceRow,
@@ -328,35 +327,26 @@ def gate_passages(master: MasterData, rfid: Sequence[Rfid]) -> list[GatePassage]
             continue
         for p in passages(gate_reads, device.gate):
             try:
-                epc = decode_epc(p.epc)
+                epc: Epc | None = decode_epc(p.epc)
             except EpcError:
-                out.append(GatePassage(gate, p, None, None, p.reason))
-                continue
-            sku = master.items_by_gtin.get(epc.gtin) if epc.gtin else None
-            reason = p.reason
-            if reason is None and epc.scheme != "sgtin":
-                reason = "not_a_trade_item"
-            elif reason is None and sku is None:
-                reason = "unknown_gtin"
-            out.append(GatePassage(gate, p, sku, epc.serial, reason))
+                epc = None
+            sku = master.items_by_gtin.get(epc.gtin) if epc is not None and epc.gtin else None
+            out.append(GatePassage(gate, p, sku, epc.serial if epc is not None else None,
+                                   passage_reason(p, epc.scheme if epc is not None else None, sku)))
     return out
 
 
-def passage_posting(gp: GatePassage) -> PlannedPosting | None:
-    p = gp.passage
-    if gp.reason is not None or p.direction is None or gp.sku is None or p.from_location is None \
-            or p.to_location is None:
+def gate_posting(gp: GatePassage) -> PlannedPosting | None:
+    posting = passage_posting(gp.passage, gp.sku, gp.serial, gp.reason)
+    if posting is None:
         return None
-    step, disposition = RFID_STEP[p.direction]
-    return PlannedPosting(Posting(gp.sku, Decimal(1), p.from_location, p.to_location, None, gp.serial, None, step,
-                                  disposition, None, p.ts),
-                          Identity(gp.gate, f"passage:{p.epc}:{p.first_ts.isoformat()}"))
+    return PlannedPosting(posting, Identity(gp.gate, f"passage:{gp.passage.epc}:{gp.passage.first_ts.isoformat()}"))
 
 
 def derive_stock_of(master: MasterData, records: Sequence[Record]) -> tuple[StockState, list[GatePassage]]:
     scans = [r for r in records if isinstance(r, Scan)]
     gps = gate_passages(master, [r for r in records if isinstance(r, Rfid)])
-    rfid_postings = [pp for pp in map(passage_posting, gps) if pp is not None]
+    rfid_postings = [pp for pp in map(gate_posting, gps) if pp is not None]
     locations = {code: loc.type for code, loc in master.locations.items()}
     # Returns are booked from where their serial was delivered, so they are planned against the
     # stock derived from every other scan and passage (a return never moves a delivered serial
@@ -401,7 +391,7 @@ def stock_state_lines(state: StockState, gps: Sequence[GatePassage]) -> tuple[
     serials = {k: SerialLine(v.location, v.lot, v.ts) for k, v in state.serials.items()}
     passage_lines = tuple(sorted(
         PassageLine(gp.gate, gp.passage.epc, gp.passage.first_ts, gp.passage.last_ts, gp.passage.direction,
-                    gp.reason, gp.passage.reads, passage_posting(gp) is not None) for gp in gps))
+                    gp.reason, gp.passage.reads, gate_posting(gp) is not None) for gp in gps))
     return ledger, balances, serials, passage_lines
 
 

@@ -42,7 +42,10 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Final, Literal
+
+from core.ledger import RFID_STEP, Posting
 
 Direction = Literal["inbound", "outbound"]
 
@@ -190,3 +193,28 @@ def _passage(epc: str, tag_reads: Sequence[Read], gate: GateConfig) -> Passage:
         reason=reason,
         ts=max(peaks) if peaks else tag_reads[-1].ts,
     )
+
+
+# --- what a passage does to stock ------------------------------------------------------------------
+# One rule for the live sweep (ingest.rfid_sweep) and the replay (core.replay).
+
+
+def passage_reason(p: Passage, scheme: str | None, sku: str | None) -> str | None:
+    """Why a passage moves no stock (None: it moves one unit). ``scheme`` is the decoded EPC's
+    (None: undecodable), ``sku`` the item of its GTIN (None: unknown)."""
+    if p.reason is not None:
+        return p.reason
+    if scheme != "sgtin":
+        return "not_a_trade_item"  # an SSCC pallet, a location tag, garbage: an observation only
+    if sku is None:
+        return "unknown_gtin"
+    return None
+
+
+def passage_posting(p: Passage, sku: str | None, serial: str | None, reason: str | None) -> Posting | None:
+    """The movement of one passage: one unit of the serial from the outer to the inner location
+    (or back), at the later of the two peaks."""
+    if reason is not None or p.direction is None or sku is None or p.from_location is None or p.to_location is None:
+        return None
+    step, disposition = RFID_STEP[p.direction]
+    return Posting(sku, Decimal(1), p.from_location, p.to_location, None, serial, None, step, disposition, None, p.ts)

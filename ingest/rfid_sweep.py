@@ -21,15 +21,14 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 import psycopg
 
 from core.contract import Record, Rfid
 from core.epc import Epc, EpcError, decode_epc
-from core.ledger import RFID_STEP, Posting
-from core.rfid import GateConfig, Passage, Read, passages
+from core.ledger import Posting
+from core.rfid import GateConfig, Passage, Read, passage_posting, passage_reason, passages
 from ingest.stock import Origin, apply_plans
 from ingest.stock_store import movements_by_id
 
@@ -93,22 +92,6 @@ def note_gate_reads(cur: psycopg.Cursor, applied: Sequence[Record]) -> None:
                     "touched_at = excluded.touched_at", (gates, [earliest[g] for g in gates]))
 
 
-def _reason(p: Passage, epc: Epc | None, sku: str | None) -> str | None:
-    if p.reason is None and (epc is None or epc.scheme != "sgtin"):
-        return "not_a_trade_item"
-    if p.reason is None and sku is None:
-        return "unknown_gtin"
-    return p.reason
-
-
-def _posting(p: Passage, epc: Epc | None, sku: str | None) -> Posting | None:
-    if p.direction is None or sku is None or p.from_location is None or p.to_location is None:
-        return None
-    step, disposition = RFID_STEP[p.direction]
-    return Posting(sku, Decimal(1), p.from_location, p.to_location, None, epc.serial if epc else None, None, step,
-                   disposition, None, p.ts)
-
-
 def _stored(cur: psycopg.Cursor, gate: str, since: datetime) -> list[StoredPassage]:
     return [StoredPassage(*r) for r in cur.execute(
         "SELECT id, epc, first_ts, last_ts, direction, reason, reads, movement, revision FROM rfid_passages "
@@ -169,7 +152,8 @@ def _record(cur: psycopg.Cursor, gate: str, found: list[Passage], stored: list[S
     for p in found:
         epc = epcs[p.epc]
         sku = skus.get(epc.gtin) if epc is not None and epc.gtin else None
-        reason, wanted = _reason(p, epc, sku), _posting(p, epc, sku)
+        reason = passage_reason(p, epc.scheme if epc is not None else None, sku)
+        wanted = passage_posting(p, sku, epc.serial if epc is not None else None, reason)
         same = [s for s in unmatched if s.epc == p.epc and s.first_ts <= p.last_ts and p.first_ts <= s.last_ts]
         for s in same:
             unmatched.remove(s)

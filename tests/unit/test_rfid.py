@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.epc import encode_sgtin96
-from core.rfid import GateConfig, Passage, Read, closed_passages, passages
+from core.rfid import GateConfig, Passage, Read, closed_passages, passage_posting, passage_reason, passages
 
 OUTER = frozenset({1, 2})
 INNER = frozenset({3, 4})
@@ -370,3 +370,33 @@ def test_min_reads_one_and_defaults() -> None:
     assert p.direction == "inbound"
     assert (GATE.rssi_floor_dbm, GATE.min_reads, GATE.confirm_window_s) == (-75.0, 2, 2.0)
     assert (GATE.absent_after_s, GATE.min_peak_separation_s) == (6.0, 0.2)
+
+
+# --- the passage -> reason / posting mapping, shared by the sweep and the replay ------------------
+
+
+def test_a_directed_passage_of_a_known_serial_moves_one_unit_from_outer_to_inner() -> None:
+    [p] = passages(simulate_pass(random.Random(3), _epc(1), "inbound", 0.0), GATE)
+    reason = passage_reason(p, "sgtin", "SKU-B")
+    posting = passage_posting(p, "SKU-B", "1001", reason)
+    assert reason is None and posting is not None
+    assert (posting.sku, posting.qty, posting.from_location, posting.to_location, posting.serial, posting.ts) == (
+        "SKU-B", 1, "DOCK-1", "STAGING-1", "1001", p.ts)
+
+
+@pytest.mark.parametrize(("scheme", "sku", "reason"), [
+    ("sscc", None, "not_a_trade_item"),
+    (None, None, "not_a_trade_item"),  # undecodable: the replay used to give no reason at all
+    ("sgtin", None, "unknown_gtin"),
+])
+def test_a_passage_that_is_no_known_trade_item_is_an_observation(scheme: str | None, sku: str | None,
+                                                                    reason: str) -> None:
+    [p] = passages(simulate_pass(random.Random(3), _epc(1), "inbound", 0.0), GATE)
+    assert passage_reason(p, scheme, sku) == reason
+    assert passage_posting(p, sku, None, passage_reason(p, scheme, sku)) is None
+
+
+def test_a_passage_without_direction_keeps_its_own_reason_and_moves_nothing() -> None:
+    [p] = passages(simulate_pass(random.Random(7), _epc(1), "inbound", 0.0, antennas=OUTER), GATE)
+    assert passage_reason(p, "sgtin", "SKU-B") == "one_zone_only"
+    assert passage_posting(p, "SKU-B", "1001", "one_zone_only") is None
