@@ -23,6 +23,7 @@ from api.store.records import Row
 from api.views.shipments import ShipmentLive
 from core.coldchain import Profile, Reading, summary
 from core.coldchain import TemperatureSummary as CoreSummary
+from core.telemetry_rules import choose_profile
 
 # Sample-and-hold cap for the summary. Loggers on trucks report every 1 to 60 minutes; an hour lets
 # an hourly logger's samples count for their whole interval (so "6 hourly samples at 14 °C" is
@@ -65,22 +66,19 @@ def window(record: Row, events: Iterable[ShipmentEvent]) -> Window:
 
 
 def _profiles_of(conn: psycopg.Connection, refs: Sequence[str]) -> dict[str, Profile]:
-    """The shipment's own profile, else that of the first line whose item has one."""
-    query = """
-        SELECT s.ref, p.temp_min_c, p.temp_max_c, p.rh_min_pct, p.rh_max_pct, p.delay_s, p.hysteresis_c,
-               p.cumulative_s
-        FROM shipments s
-        LEFT JOIN LATERAL (
-            SELECT i.profile FROM jsonb_array_elements(s.lines) WITH ORDINALITY AS l(line, n)
-            JOIN items i ON i.sku = l.line ->> 'sku'
-            WHERE i.profile IS NOT NULL ORDER BY l.n LIMIT 1
-        ) AS by_item ON true
-        JOIN profiles p ON p.code = coalesce(s.profile, by_item.profile)
-        WHERE s.ref = ANY(%s)"""
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(query, (list(refs),)).fetchall()
-    return {str(r["ref"]): Profile(r["temp_min_c"], r["temp_max_c"], r["rh_min_pct"], r["rh_max_pct"],
-                                   r["delay_s"], r["hysteresis_c"], r["cumulative_s"]) for r in rows}
+    """The profile ``core.telemetry_rules.choose_profile`` picks from the shipment's own and its
+    lines' items' profiles: the one choice the alarms are derived with too, so the summary and
+    the alarms cannot judge the same readings against different limits."""
+    with conn.cursor() as cur:
+        chosen = {str(ref): choose_profile(own, tuple(lines)) for ref, own, lines in cur.execute(
+            "SELECT s.ref, s.profile, ARRAY(SELECT i.profile FROM jsonb_array_elements(s.lines) WITH ORDINALITY "
+            "AS l(line, n) LEFT JOIN items i ON i.sku = l.line ->> 'sku' ORDER BY l.n) "
+            "FROM shipments s WHERE s.ref = ANY(%s)", (list(refs),))}
+        codes = sorted({c for c in chosen.values() if c is not None})
+        limits = {str(r[0]): Profile(*r[1:]) for r in cur.execute(
+            "SELECT code, temp_min_c, temp_max_c, rh_min_pct, rh_max_pct, delay_s, hysteresis_c, cumulative_s "
+            "FROM profiles WHERE code = ANY(%s)", (codes,))} if codes else {}
+    return {ref: limits[code] for ref, code in chosen.items() if code is not None and code in limits}
 
 
 def _readings_of(conn: psycopg.Connection, windows: Sequence[Window]) -> dict[tuple[str, str], list[Reading]]:

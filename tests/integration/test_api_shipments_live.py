@@ -6,6 +6,7 @@ SQL into the real test database; the API must read, combine and shape them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -170,6 +171,44 @@ def test_shipment_profile_wins_over_item_profile(world: psycopg.Connection, clie
     temperature = get(client_for("viewer"))["temperature"]
     assert temperature["minutes_out_of_range"] == 0
     assert temperature["mkt_c"] == pytest.approx(8.29, abs=0.01)
+
+
+@pytest.mark.parametrize(("own", "lines", "item_profiles"), [
+    (None, [("SKU-B", None), ("SKU-A", "CHILLED"), ("SKU-C", "AMBIENT")], "CHILLED"),
+    (None, [("SKU-C", "AMBIENT"), ("SKU-A", "CHILLED")], "AMBIENT"),
+    ("AMBIENT", [("SKU-A", "CHILLED")], "AMBIENT"),
+])
+def test_the_summary_judges_with_the_profile_the_alarms_use(world: psycopg.Connection, client_for: ClientFor,
+                                                             own: str | None, lines: list[tuple[str, str | None]],
+                                                             item_profiles: str) -> None:
+    """One choice (core.telemetry_rules.choose_profile) for the summary and for ingest's carriages."""
+    from ingest.telemetry_store import load_carriages
+
+    _known_mkt_trip(world)
+    for sku, profile in lines:
+        world.execute("UPDATE items SET profile = %s WHERE sku = %s", (profile, sku))
+    world.execute("UPDATE shipments SET profile = %s, lines = %s::jsonb",
+                  (own, json.dumps([{"sku": sku, "qty": 1} for sku, _ in lines])))
+    world.execute("INSERT INTO movements (ts, sku, qty, from_location, to_location, biz_step, ref, source) "
+                  "VALUES (%s, 'SKU-B', 1, 'STAGE-1', 'TRUCK-1', 'loading', 'SHP-1', 'api')", (at(0),))
+    with world.cursor() as cur:
+        [carriage] = load_carriages(cur, ["TRUCK-1"], at(-48))["TRUCK-1"]
+    assert carriage.profile == item_profiles
+    minutes = get(client_for("viewer"))["temperature"]["minutes_out_of_range"]
+    assert minutes == (pytest.approx(360, abs=1) if item_profiles == "CHILLED" else 0)
+
+
+def test_the_summary_takes_the_profile_from_the_core_choice(world: psycopg.Connection, client_for: ClientFor,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """No profile rule of its own in SQL: the summary follows whatever the core rule decides."""
+    import api.store.shipment_live as live
+
+    _known_mkt_trip(world)
+    world.execute("UPDATE items SET profile = 'CHILLED' WHERE sku = 'SKU-A'")
+    world.execute("""UPDATE shipments SET profile = 'AMBIENT', lines = '[{"sku": "SKU-A", "qty": 1}]'""")
+    assert get(client_for("viewer"))["temperature"]["minutes_out_of_range"] == 0
+    monkeypatch.setattr(live, "choose_profile", lambda own, lines: "CHILLED")
+    assert get(client_for("viewer"))["temperature"]["minutes_out_of_range"] == pytest.approx(360, abs=1)
 
 
 def test_several_sensors_report_the_worst(world: psycopg.Connection, client_for: ClientFor) -> None:
