@@ -104,6 +104,9 @@ def resolve_scans(cur: psycopg.Cursor, scans: Sequence[Scan], prefix: str
             rejected.add((scan.device_id, scan.msg_id))
     gtins = sorted({g for c in codes.values() for g in (c.gtin or c.content_gtin,) if g})
     items = {r[0].strip(): r[1] for r in cur.execute("SELECT gtin, sku FROM items WHERE gtin = ANY(%s)", (gtins,))}
+    # Before reading where any serial is: see store.lock_serials (the park/unpark race).
+    store.lock_serials(cur, {(items[g], c.serial) for c in codes.values()
+                             if c.serial and (g := c.gtin or c.content_gtin) in items})
     refs = sorted({s.ref for s in scans if s.ref})
     shipments = {r[0]: ShipmentInfo(r[0], r[1], r[2], r[3], r[4]) for r in cur.execute(
         "SELECT ref, vehicle, customer, origin, status FROM shipments WHERE ref = ANY(%s)", (refs,))}
@@ -164,6 +167,7 @@ def apply_plans(cur: psycopg.Cursor, plans: Sequence[ScanPlan], extra: Sequence[
     moves = [NewMovement(sp.plan, Origin(sp.scan.device_id, sp.scan.msg_id, 0, "scan"))
              for sp in plans if isinstance(sp.plan, Posting)]
     moves += [NewMovement(p, o) for p, o in extra]
+    store.lock_serials(cur, {(m.posting.sku, m.posting.serial) for m in moves if m.posting.serial})
     counts = [PlannedCount(sp.plan, Identity(sp.scan.device_id, sp.scan.msg_id))
               for sp in plans if isinstance(sp.plan, CountRequest)]
     store.park_returns(cur, [(sp.plan.sku, sp.plan.serial, sp.scan) for sp in plans

@@ -118,6 +118,14 @@ def lock_keys(cur: psycopg.Cursor, keys: Iterable[BalanceKey]) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k ORDER BY k", (ids,))
 
 
+def lock_serials(cur: psycopg.Cursor, serials: Iterable[SerialKey]) -> None:
+    """Advisory locks on (sku, serial), taken before any balance key: whoever decides where a
+    serial is (a return parked because its delivery is unknown, a movement of the serial that
+    books the parked returns it makes decidable) holds it, so a return parked by one worker while
+    another commits the serial's delivery cannot be missed by both."""
+    lock_keys(cur, [("\x1eserial", sku, serial) for sku, serial in serials])
+
+
 # --- reading ----------------------------------------------------------------------------------
 
 _MOVEMENT_COLUMNS = ("m.id, m.sku, m.qty, m.from_location, m.to_location, m.lot, m.serial, m.expiry, m.biz_step, "
