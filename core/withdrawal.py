@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Literal
 
 WITHDRAWN = "withdrawn"
@@ -27,20 +26,18 @@ Withdrawal = Literal["delete", "withdraw"]
 @dataclass(frozen=True, slots=True)
 class TicketTouch:
     """What a person could have done to a ticket: open it themselves, move its status, write a
-    note, edit it."""
+    note."""
 
     id: int
     automatic: bool  # opened by the rules (it has a cause), not by a person
     status: str
     notes: int
-    opened_at: datetime
-    updated_at: datetime
 
     @property
     def untouched(self) -> bool:
-        # An automatic ticket is written once, in one transaction: opened_at == updated_at.
-        return (self.automatic and self.status == "open" and self.notes == 0
-                and self.updated_at == self.opened_at)
+        # Status and notes are what a person can change on a ticket. updated_at is deliberately
+        # not a criterion: machines (an SLA intake, an automatic assignment) update it too.
+        return self.automatic and self.status == "open" and self.notes == 0
 
 
 def withdrawal(acknowledged: bool, tickets: Sequence[TicketTouch]) -> Withdrawal:

@@ -16,10 +16,9 @@ from core.withdrawal import WITHDRAWN, TicketTouch, withdrawal
 def _tickets_of(cur: psycopg.Cursor, alarm_ids: Sequence[int]) -> dict[int, list[TicketTouch]]:
     out: dict[int, list[TicketTouch]] = {}
     for alarm_id, *row in cur.execute(
-            "SELECT alarm_id, id, cause IS NOT NULL, status, jsonb_array_length(notes), opened_at, updated_at "
-            "FROM tickets "
+            "SELECT alarm_id, id, cause IS NOT NULL, status, jsonb_array_length(notes) FROM tickets "
             "WHERE alarm_id = ANY(%s) ORDER BY id FOR UPDATE", (list(alarm_ids),)):
-        touch = TicketTouch(int(row[0]), bool(row[1]), row[2], int(row[3]), row[4], row[5])
+        touch = TicketTouch(int(row[0]), bool(row[1]), row[2], int(row[3]))
         out.setdefault(int(alarm_id), []).append(touch)
     return out
 

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 from core.withdrawal import TicketTouch, withdrawal
 
-OPENED = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
-
-def _ticket(automatic: bool = True, status: str = "open", notes: int = 0,
-            updated: timedelta = timedelta(0)) -> TicketTouch:
-    return TicketTouch(1, automatic, status, notes, OPENED, OPENED + updated)
+def _ticket(automatic: bool = True, status: str = "open", notes: int = 0) -> TicketTouch:
+    return TicketTouch(1, automatic, status, notes)
 
 
 def test_an_alarm_nobody_acted_on_is_deleted_with_its_untouched_automatic_ticket() -> None:
@@ -27,6 +22,5 @@ def test_an_acknowledged_alarm_is_kept_as_withdrawn() -> None:
 def test_a_ticket_a_person_touched_keeps_its_alarm_as_withdrawn() -> None:
     assert withdrawal(False, [_ticket(notes=1)]) == "withdraw"
     assert withdrawal(False, [_ticket(status="in_progress")]) == "withdraw"
-    assert withdrawal(False, [_ticket(updated=timedelta(minutes=5))]) == "withdraw"
     assert withdrawal(False, [_ticket(automatic=False)]) == "withdraw", "a person opened it"
     assert withdrawal(False, [_ticket(), _ticket(notes=2)]) == "withdraw"
