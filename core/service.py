@@ -16,13 +16,13 @@ TICKET_TYPES: Final = ("complaint", "return", "repair", "logistics_exception")
 TICKET_STATUSES: Final = ("open", "in_progress", "waiting_customer", "resolved", "closed")
 
 # The life of a ticket. Work may skip in_progress (a quick fix) and anything may be closed (a
-# duplicate, a customer who withdrew); a resolved ticket may be reopened when the customer says the
-# fix did not work, but a closed ticket is history: new work is a new ticket.
+# duplicate, a customer who withdrew); a resolved or closed ticket is history: new work is a new ticket
+# (so the resolution time and the feedback on it stay true).
 TRANSITIONS: Final[Mapping[str, frozenset[str]]] = {
     "open": frozenset({"in_progress", "waiting_customer", "resolved", "closed"}),
     "in_progress": frozenset({"waiting_customer", "resolved", "closed"}),
     "waiting_customer": frozenset({"in_progress", "resolved", "closed"}),
-    "resolved": frozenset({"in_progress", "closed"}),
+    "resolved": frozenset({"closed"}),
     "closed": frozenset(),
 }
 # Statuses in which the ticket's resolution clock has stopped.
@@ -59,15 +59,15 @@ class TimelineEntry:
 
 def first_response_at(opened_at: datetime, timeline: Sequence[TimelineEntry], system: str) -> datetime | None:
     """The first reply by a person: a note or a status change written by someone other than the
-    system (an assignment is routing, not an answer to the customer)."""
+    system (an assignment is routing and the opening is the request, not an answer to the customer)."""
     replies = [e.ts for e in timeline
-               if e.kind in ("note", "status") and e.author != system and e.ts >= opened_at]
+               if e.kind in ("note", "status") and e.status != "open" and e.author != system and e.ts >= opened_at]
     return min(replies, default=None)
 
 
 def resolved_at(timeline: Sequence[TimelineEntry]) -> datetime | None:
-    """When the ticket last became resolved or closed and stayed so; None while it is open (a
-    reopened ticket's earlier resolution does not count)."""
+    """When the ticket became resolved or closed (the first such step; a resolved ticket only closes
+    after it); None while it is not done."""
     moves = sorted((e for e in timeline if e.kind == "status" and e.status is not None), key=lambda e: e.ts)
     if not moves or moves[-1].status not in DONE:
         return None

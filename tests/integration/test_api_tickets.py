@@ -22,7 +22,11 @@ pytestmark = pytest.mark.integration
 T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
 Json = dict[str, Any]
 TICKET_KEYS = {"id", "type", "status", "shipment", "alarm_id", "opened_at", "summary",
-               "notes", "rma", "cause", "updated_at"}
+               "notes", "rma", "cause", "updated_at",
+               # CONTRACT §4 (after-sales workflow)
+               "priority", "assignee", "first_response_due", "resolution_due", "sla_breached", "customer",
+               "timeline", "escalated_to", "site", "channel", "first_response_at", "resolved_at",
+               "feedback_score", "feedback_comment"}
 
 
 @pytest.fixture

@@ -41,7 +41,7 @@ def test_ticket_transitions_allowed_and_refused() -> None:
     check_transition(1, "open", "in_progress")
     check_transition(1, "in_progress", "waiting_customer")
     check_transition(1, "waiting_customer", "resolved")
-    check_transition(1, "resolved", "in_progress")  # reopened
+    check_transition(1, "resolved", "closed")
     with pytest.raises(WorkflowError, match="closed ticket stays closed") as e:
         check_transition(1, "closed", "open")
     assert e.value.code == "invalid_transition"
@@ -50,16 +50,16 @@ def test_ticket_transitions_allowed_and_refused() -> None:
 
 
 def test_first_response_is_a_persons_note_or_status_not_the_system_nor_an_assignment() -> None:
-    tl = [TimelineEntry(T0, "system", "assignment", "assigned to ann"),
+    tl = [TimelineEntry(T0, "bob", "status", "opened", "open"),
+          TimelineEntry(T0, "system", "assignment", "assigned to ann"),
           TimelineEntry(T0 + H, "system", "note", "auto"),
           TimelineEntry(T0 + 3 * H, "ann", "status", "in progress", "in_progress"),
           TimelineEntry(T0 + 2 * H, "bob", "note", "looking")]  # recorded later, happened earlier
     assert first_response_at(T0, tl, "system") == T0 + 2 * H
 
 
-def test_resolved_at_ignores_a_resolution_that_was_reopened() -> None:
-    tl = [TimelineEntry(T0 + H, "ann", "status", "", "resolved"),
-          TimelineEntry(T0 + 2 * H, "ann", "status", "", "in_progress")]
+def test_resolved_at_is_the_first_step_into_resolved_or_closed() -> None:
+    tl = [TimelineEntry(T0, "ann", "status", "", "open"), TimelineEntry(T0 + 2 * H, "ann", "status", "", "in_progress")]
     assert resolved_at(tl) is None
     tl.append(TimelineEntry(T0 + 5 * H, "ann", "status", "", "resolved"))
     tl.append(TimelineEntry(T0 + 6 * H, "ann", "status", "", "closed"))
