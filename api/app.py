@@ -31,6 +31,7 @@ from api.routes import (
 )
 from api.routes.audit import router as audit_router
 from api.routes.dashboard import install as install_dashboard
+from api.routes.service import SERVICE_ROUTERS
 from runtime import metrics
 from runtime.settings import Settings
 
@@ -73,6 +74,8 @@ def create_app(settings: Settings) -> FastAPI:
     for module in (health, master_data, devices, shipments, ledger, dead_letters, alarms, epcis, tickets, tracking,
                    orders, orders_tracking):
         app.include_router(module.router, prefix=API_PREFIX)
+    for router in SERVICE_ROUTERS:  # after-sales (CONTRACT §4)
+        app.include_router(router, prefix=API_PREFIX)
     app.include_router(audit_router, prefix=API_PREFIX)
     install_docs(app, f"{API_PREFIX}/openapi.json")
     app.include_router(orders_tracking.page)  # before the dashboard's /track/{token}: more specific

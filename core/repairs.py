@@ -74,8 +74,8 @@ def plan_parts(repair_id: int, status: str, sku: str, qty: Decimal, lot: str | N
                     key=lambda s: (s.qty, s.location, s.lot or ""))
     if sum((s.qty for s in usable), Decimal(0)) < qty:
         have = sum((s.qty for s in usable), Decimal(0))
-        raise WorkflowError("insufficient_stock", f"{qty} × {sku}" + (f" lot {lot}" if lot else "")
-                            + f" needed, {have} on hand")
+        raise WorkflowError("insufficient_stock", f"{qty.normalize():f} × {sku}" + (f" lot {lot}" if lot else "")
+                            + f" needed, {have.normalize():f} on hand")
     out: list[Posting] = []
     need = qty
     for s in usable:

@@ -35,6 +35,11 @@ _CBV: Final[Mapping[str, tuple[str, str]]] = {
 }
 
 
+def _n(qty: Decimal) -> str:
+    """A quantity as people write it: 2, not 2.000."""
+    return f"{qty.normalize():f}"
+
+
 def _refuse(code: str, message: str) -> WorkflowError:
     return WorkflowError(code, message)
 
@@ -99,8 +104,8 @@ def check_receipt(ref: str, status: str, lines: Sequence[RmaLine], before: Seque
     for i in candidates:
         if remaining[i] >= item.qty:
             return ReceiptCheck(i, None)
-    return ReceiptCheck(candidates[0], f"{item.qty} × {item.sku} is more than RMA {ref} still expects "
-                                       f"({sum(remaining[i] for i in candidates)})")
+    return ReceiptCheck(candidates[0], f"{_n(item.qty)} × {item.sku} is more than RMA {ref} still expects "
+                                       f"({_n(sum((remaining[i] for i in candidates), Decimal(0)))})")
 
 
 def status_after_receipt(status: str) -> str:
@@ -149,7 +154,7 @@ def plan_inspection(ref: str, status: str, returns_location: str, targets: Mappi
         have = left.get(key(ln), Decimal(0))
         if ln.qty > have:
             what = ln.sku + (f" serial {ln.serial}" if ln.serial else "") + (f" lot {ln.lot}" if ln.lot else "")
-            raise _refuse("not_received", f"RMA {ref}: {ln.qty} × {what} inspected but only {have} received "
+            raise _refuse("not_received", f"RMA {ref}: {_n(ln.qty)} × {what} inspected but only {_n(have)} received "
                                           "and not yet inspected")
         target = targets.get(ln.disposition)
         if target is None:

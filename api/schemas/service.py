@@ -1,0 +1,199 @@
+"""Bodies of the after-sales endpoints (CONTRACT §4): returns, repairs, public issues, feedback,
+subscriptions and the service report."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, StringConstraints, model_validator
+
+from api.schemas.common import Code, In, Number, Out, UtcDatetime
+
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+Short = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+Qty = Annotated[Decimal, Field(gt=0, max_digits=18, decimal_places=6)]
+RmaStatus = Literal["requested", "approved", "rejected", "received", "inspected", "closed"]
+Disposition = Literal["restock", "scrap", "repair", "return_to_supplier"]
+
+
+class RmaLineIn(In):
+    sku: Code
+    qty: Qty
+    serial: Short | None = None
+    lot: Short | None = None
+    reason: Text
+
+
+class RmaIn(In):
+    customer: Code
+    order: Code | None = None
+    shipment: Code | None = None
+    lines: list[RmaLineIn] = Field(min_length=1, max_length=500)
+    ticket: int | None = Field(None, ge=1, description="extension: the ticket this return answers")
+    returns_location: Code | None = Field(None, description="extension: default the site's returns location")
+
+    @model_validator(mode="after")
+    def _linked(self) -> RmaIn:
+        if self.order is None and self.shipment is None:
+            raise ValueError("a return names the order or the shipment it comes from")
+        return self
+
+
+class DecisionIn(In):
+    reason: Text | None = None
+
+
+class RejectIn(In):
+    reason: Text
+
+
+class InspectLineIn(In):
+    sku: Code
+    qty: Qty
+    serial: Short | None = None
+    lot: Short | None = None
+    disposition: Disposition
+
+
+class InspectIn(In):
+    lines: list[InspectLineIn] = Field(min_length=1, max_length=500)
+
+
+class RefundIn(In):
+    amount: Annotated[Decimal, Field(gt=0, max_digits=14, decimal_places=2)]
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+    status: Literal["pending", "paid"] = "pending"
+
+
+class SettleIn(In):
+    refund: RefundIn | None = None
+    replacement_order: Code | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> SettleIn:
+        if self.refund is None and self.replacement_order is None:
+            raise ValueError("give a refund, a replacement_order or both")
+        return self
+
+
+class RmaLineOut(Out):
+    sku: str
+    qty: Number
+    serial: str | None
+    lot: str | None
+    reason: str
+
+
+class ReceiptOut(Out):
+    movement_id: int
+    ts: UtcDatetime
+    sku: str
+    qty: Number
+    serial: str | None
+    lot: str | None
+    line: int | None
+    exception: str | None
+    alarm_id: int | None
+
+
+class InspectionOut(Out):
+    movement_id: int
+    ts: UtcDatetime
+    sku: str
+    qty: Number
+    serial: str | None
+    lot: str | None
+    disposition: Disposition
+    to_location: str
+    inspected_by: str
+
+
+class RefundOut(Out):
+    amount: Number
+    currency: str
+    status: Literal["pending", "paid"]
+
+
+class RmaOut(Out):
+    id: int
+    ref: str
+    status: RmaStatus
+    customer: str
+    order: str | None = Field(validation_alias="order_ref")
+    shipment: str | None
+    returns_location: str
+    ticket: int | None = Field(validation_alias="ticket_id")
+    decision_reason: str | None
+    decided_by: str | None
+    refund: RefundOut | None
+    replacement_order: str | None
+    lines: list[RmaLineOut]
+    receipts: list[ReceiptOut]
+    inspections: list[InspectionOut]
+    created_by: str
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+
+
+class RepairIn(In):
+    ticket: int = Field(ge=1)
+    sku: Code
+    serial: Short
+    fault: Text
+    site: Code | None = Field(None, description="extension: default the ticket's site")
+
+
+class RepairPatch(In):
+    status: Literal["open", "in_progress", "waiting_parts", "done", "cancelled"]
+
+
+class PartIn(In):
+    sku: Code
+    qty: Qty
+    lot: Short | None = None
+    from_location: Code | None = Field(None, description="extension: default any internal location of the site")
+
+
+class WarrantyOut(Out):
+    until: date | None
+    covered: bool
+
+
+class RepairOut(Out):
+    id: int
+    ticket: int = Field(validation_alias="ticket_id")
+    sku: str
+    serial: str
+    fault: str
+    status: str
+    site: str
+    delivered_at: UtcDatetime | None
+    warranty: WarrantyOut
+    parts: list[dict[str, Any]] = Field(description="movements to the consumed location (ref REPAIR-<id>)")
+    created_by: str
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+
+
+class PublicIssueIn(In):
+    summary: Text
+    contact: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=254)]
+
+
+class PublicTicketOut(Out):
+    """What a customer sees of a ticket: nothing internal (no notes, assignee, alarms)."""
+
+    id: int
+    type: str
+    status: str
+    opened_at: UtcDatetime
+    summary: str
+    feedback_given: bool
+
+
+class FeedbackIn(In):
+    ticket: int = Field(ge=1)
+    score: int = Field(ge=1, le=5)
+    comment: Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)] | None = None
