@@ -15,6 +15,8 @@ from api.docs import install_docs
 from api.errors import install_error_handlers
 from api.hub import EventHub
 from api.limits import BodyLimit
+from api.notify.loop import start as start_service_loop
+from api.notify.loop import stop as stop_service_loop
 from api.routes import (
     alarms,
     dead_letters,
@@ -32,14 +34,16 @@ from api.routes import (
 from api.routes.audit import router as audit_router
 from api.routes.dashboard import install as install_dashboard
 from api.routes.service import SERVICE_ROUTERS
+from api.service_config import service_settings
 from runtime import metrics
 from runtime.settings import Settings
 
 API_PREFIX = "/api/v1"
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """The API for ``settings`` (database, broker, offline threshold); the pool opens with the lifespan."""
+def create_app(settings: Settings, *, service_loop: bool = False) -> FastAPI:
+    """The API for ``settings`` (database, broker, offline threshold); the pool opens with the lifespan.
+    ``service_loop`` also runs the after-sales service loop (SLA, notifications: api/notify/loop.py)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -51,9 +55,13 @@ def create_app(settings: Settings) -> FastAPI:
         hub.start()
         # One gauge per process: the last app created in it reports (one per API process in production).
         metrics.EVENT_STREAM_CLIENTS.set_function(lambda: hub.open_streams)
+        # The after-sales service loop connects like the pool (the API's role when configured).
+        loop = start_service_loop(settings.api_url, service_settings()) if service_loop else None
         try:
             yield
         finally:
+            if loop is not None:
+                await to_thread.run_sync(stop_service_loop, *loop)
             await hub.stop()
             await to_thread.run_sync(pool.close)
 

@@ -19,7 +19,7 @@ class ApiServerError(RuntimeError):
 class ApiServer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        config = uvicorn.Config(create_app(settings), host=settings.api_host, port=settings.api_port,
+        config = uvicorn.Config(create_app(settings, service_loop=True), host=settings.api_host, port=settings.api_port,
                                 log_level=settings.log_level.lower(), access_log=False, lifespan="on",
                                 # Open dashboards hold event streams; stopping must not wait for them.
                                 timeout_graceful_shutdown=3)

@@ -197,3 +197,49 @@ class FeedbackIn(In):
     ticket: int = Field(ge=1)
     score: int = Field(ge=1, le=5)
     comment: Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)] | None = None
+
+
+EventKind = Literal["movement", "shipment", "shipment_event", "alarm", "device", "ticket", "order", "rma"]
+
+
+class SubscriptionIn(In):
+    channel: Literal["webhook", "email"]
+    target: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=2000)]
+    events: list[EventKind] = Field(min_length=1)
+    filter: dict[str, str | int | bool] | None = Field(None, description="payload fields that must be equal, e.g. "
+                                                                         '{"customer": "CUST-1"}')
+    secret: Annotated[str, StringConstraints(min_length=16, max_length=200)] | None = None
+
+    @model_validator(mode="after")
+    def _target(self) -> SubscriptionIn:
+        if self.channel == "webhook" and not self.target.startswith(("http://", "https://")):
+            raise ValueError("a webhook target is an http(s) URL")
+        if self.channel == "email" and ("@" not in self.target or " " in self.target):
+            raise ValueError("an email target is an address")
+        return self
+
+
+class SubscriptionOut(Out):
+    id: str
+    channel: str
+    target: str
+    events: list[str]
+    filter: dict[str, Any] | None
+    secret: str
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+
+
+class DeliveryOut(Out):
+    id: int
+    outbox_id: int
+    kind: str
+    delivery_key: str
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int
+    next_attempt_at: UtcDatetime
+    last_attempt_at: UtcDatetime | None
+    last_http_status: int | None
+    last_error: str | None
+    delivered_at: UtcDatetime | None
+    created_at: UtcDatetime

@@ -145,13 +145,15 @@ CREATE TABLE notifier_position (
 -- Start after what already exists: a subscription hears of what happens from now on.
 INSERT INTO notifier_position VALUES ('outbox', (SELECT coalesce(max(id), 0) FROM events_outbox));
 
--- Tickets and returns reach the event stream (and so the notifier) like movements and alarms.
+-- Tickets and returns reach the event stream (and so the notifier) like movements and alarms. A
+-- ticket opened by ingest gets its customer and assignee from the service loop's intake: that
+-- update is an event too, so the customer's and the agent's subscriptions hear of it.
 CREATE CONSTRAINT TRIGGER tickets_publish_insert AFTER INSERT ON tickets
     DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION events_outbox_publish('ticket');
 CREATE CONSTRAINT TRIGGER tickets_publish_update AFTER UPDATE ON tickets
     DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
-    WHEN ((OLD.status, OLD.assignee, OLD.escalated_to, OLD.sla_breached, OLD.priority)
-          IS DISTINCT FROM (NEW.status, NEW.assignee, NEW.escalated_to, NEW.sla_breached, NEW.priority))
+    WHEN ((OLD.status, OLD.assignee, OLD.escalated_to, OLD.sla_breached, OLD.priority, OLD.customer)
+          IS DISTINCT FROM (NEW.status, NEW.assignee, NEW.escalated_to, NEW.sla_breached, NEW.priority, NEW.customer))
     EXECUTE FUNCTION events_outbox_publish('ticket');
 CREATE CONSTRAINT TRIGGER rmas_publish_insert AFTER INSERT ON rmas
     DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION events_outbox_publish('rma');
