@@ -3,6 +3,7 @@
 
 import { all, api, ApiError, setToken, token, whenUnauthorized } from "./api.js";
 import { routeMap, temperatureChart } from "./charts.js";
+import { serviceView } from "./service.js";
 import { clear, debounce, fmtNumber, fmtTime, h, label, table, tableRow, time } from "./dom.js";
 import { connectLive } from "./live.js";
 import { ordersView, replenishmentView } from "./orders.js";
@@ -95,6 +96,7 @@ const VIEWS = {
   devices: devicesView,
   orders: ordersView,
   replenishment: replenishmentView,
+  service: serviceView,
 };
 
 async function route() {

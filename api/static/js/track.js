@@ -2,6 +2,7 @@
 // GET /api/v1/track/{token} returns (status, ETA, events, progress) and refreshes every minute.
 
 import { clear, h, label, time } from "./dom.js";
+import { serviceSection } from "./track_service.js";
 
 const STEPS = ["planned", "loading", "in_transit", "arrived", "delivered"];
 const STEP_TEXT = { planned: "Planned", loading: "Being loaded", in_transit: "On the way", arrived: "Arrived", delivered: "Delivered", cancelled: "Cancelled" };
@@ -22,13 +23,18 @@ function render(root, t) {
       : h("li", { class: "muted" }, "No updates yet."));
   clear(root).append(h("section", { class: "panel" }, t.status === "cancelled" ? null : progress, facts),
     h("section", { class: "panel", "aria-labelledby": "updates-h" }, h("h2", { id: "updates-h" }, "Updates"), events));
+  if (!document.getElementById("service")) root.after(serviceSection(tokenOfPage()));
   root.setAttribute("aria-busy", "false");
   document.body.dataset.loaded = "track";
 }
 
+function tokenOfPage() {
+  return decodeURIComponent(location.pathname.replace(/^\/track\//, ""));
+}
+
 async function load() {
   const root = document.getElementById("tracking");
-  const token = decodeURIComponent(location.pathname.replace(/^\/track\//, ""));
+  const token = tokenOfPage();
   try {
     const res = await fetch(`/api/v1/track/${encodeURIComponent(token)}`, { headers: { Accept: "application/json" } });
     if (res.status === 404) {
