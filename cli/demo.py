@@ -264,9 +264,11 @@ def _until_stopped(work: Coroutine[object, object, T], stop: threading.Event) ->
 
 
 # (scenario, speed-up, wall seconds): a warehouse day, then a cold-chain excursion and a late
-# delivery, about five and a half minutes in all. One after the other: scenarios share the DC's
-# handheld scanners, whose passwords each run rotates.
-STORY = (("normal-day", 72.0, 200.0), ("cold-chain-excursion", 150.0, 60.0), ("late-delivery", 150.0, 70.0))
+# delivery, then after-sales (a damaged delivery answered end to end), about six and a half
+# minutes in all. One after the other: scenarios share the DC's handheld scanners, whose
+# passwords each run rotates.
+STORY = (("normal-day", 72.0, 200.0), ("cold-chain-excursion", 150.0, 60.0), ("late-delivery", 150.0, 70.0),
+         ("after-sales", 150.0, 60.0))
 
 
 def run_story(settings: Settings, api_url: str, token: str, stop: threading.Event) -> None:
@@ -287,6 +289,13 @@ def run_story(settings: Settings, api_url: str, token: str, stop: threading.Even
             raise ValueError(f"the {name} scenario failed: {exc}") from None
         if report.failed:
             console.print(f"[yellow]{report.failed} publish(es) of {name} were not acknowledged[/yellow]")
+        if name == "after-sales":  # then the people's side: complaint, RMA, inspection, refund, repair
+            from simulators.scenarios.after_sales import service_steps
+            try:
+                for line in service_steps(api_url, token, report.expected):
+                    console.print(f"  after-sales: {line}")
+            except ApiError as exc:
+                raise ValueError(f"the after-sales service steps failed: {exc}") from None
     _pause(stop, 3)  # the last batches commit and the RFID passages close
     with connect(settings.database_url) as conn:
         show_story(conn)

@@ -11,8 +11,11 @@ from pydantic import Field, field_validator, model_validator
 from api.schemas.common import Code, In, Number, Out, UtcDatetime
 from core.gs1 import ScanCodeError, normalise_gtin
 
-LOCATION_TYPES = ("internal", "dock", "staging", "vehicle", "supplier", "customer", "returns", "inventory_loss")
-LocationType = Literal["internal", "dock", "staging", "vehicle", "supplier", "customer", "returns", "inventory_loss"]
+# repair (a repair bench) and consumed (where repair parts go): after-sales, migration 0017.
+LOCATION_TYPES = ("internal", "dock", "staging", "vehicle", "supplier", "customer", "returns", "inventory_loss",
+                  "repair", "consumed")
+LocationType = Literal["internal", "dock", "staging", "vehicle", "supplier", "customer", "returns", "inventory_loss",
+                       "repair", "consumed"]
 
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 Latitude = Annotated[float, Field(ge=-90, le=90)]

@@ -27,6 +27,8 @@ class RmaLineIn(In):
 
 
 class RmaIn(In):
+    ref: Code | None = Field(None, description="extension: the RMA number printed on the return label "
+                                               "(default RMA-<id>)")
     customer: Code
     order: Code | None = None
     shipment: Code | None = None

@@ -73,8 +73,8 @@ def create_rma(conn: psycopg.Connection, body: Any, by: str) -> Row:
         with integrity_errors_translated("rma"), conn.cursor(row_factory=dict_row) as cur:
             row = cur.execute(
                 "INSERT INTO rmas (ref, customer, order_ref, shipment, returns_location, ticket_id, created_by) "
-                "VALUES ('RMA-' || nextval('rmas_id_seq'), %s, %s, %s, %s, %s, %s) RETURNING *",
-                (body.customer, body.order, body.shipment, returns, body.ticket, by)).fetchone()
+                "VALUES (coalesce(%s, 'RMA-' || nextval('rmas_id_seq')), %s, %s, %s, %s, %s, %s) RETURNING *",
+                (body.ref, body.customer, body.order, body.shipment, returns, body.ticket, by)).fetchone()
             assert row is not None
             cur.executemany("INSERT INTO rma_lines (rma_id, n, sku, qty, serial, lot, reason) "
                             "VALUES (%s, %s, %s, %s, %s, %s, %s)",
@@ -127,10 +127,11 @@ def _inspected(conn: psycopg.Connection, rma_id: int) -> list[InspectLine]:
 def receive_returns(conn: psycopg.Connection, ref: str | None = None) -> int:
     """Match return movements carrying an RMA's ref (return scans) against its lines, once each;
     an unexpected item raises a ``receipt_exception`` alarm (the goods moved anyway: the scan is
-    the truth). Returns how many movements were matched."""
+    the truth). A return that arrives while its RMA awaits the decision waits for it (goods often
+    reach the dock before the paperwork). Returns how many movements were matched."""
     pending = conn.execute(
         "SELECT m.id, r.ref FROM movements m JOIN rmas r ON r.ref = m.ref "
-        "WHERE m.biz_step = ANY(%s) AND m.disposition = ANY(%s) AND m.reverses IS NULL "
+        "WHERE r.status <> 'requested' AND m.biz_step = ANY(%s) AND m.disposition = ANY(%s) AND m.reverses IS NULL "
         "AND NOT EXISTS (SELECT 1 FROM rma_receipts x WHERE x.movement_id = m.id) "
         "AND (%s::text IS NULL OR r.ref = %s) ORDER BY m.ts, m.id LIMIT 1000",
         (list(RETURN_STEPS), list(RETURN_DISPOSITIONS), ref, ref)).fetchall()

@@ -20,6 +20,7 @@ from simulators.clock import SimClock
 from simulators.provision import ApiClient
 from simulators.runner import run_devices
 from simulators.scenarios import (
+    after_sales,
     bad_devices,
     coldchain_excursion,
     late_delivery,
@@ -38,6 +39,7 @@ SCENARIOS: dict[str, tuple[Builder, str | None]] = {
     offline_tracker.NAME: (offline_tracker.build, offline_tracker.__doc__),
     bad_devices.NAME: (bad_devices.build, bad_devices.__doc__),
     load.NAME: (load.build, load.__doc__),
+    after_sales.NAME: (after_sales.build, after_sales.__doc__),
 }
 
 
