@@ -12,8 +12,9 @@ from fastapi import APIRouter, Response
 
 from api.db import Conn
 from api.errors import NotFoundError
-from api.schemas.shipments import PublicTracking
+from api.schemas.service import PublicTrackingWithTickets
 from api.store import tracking
+from api.store.public_service import public_tickets
 from api.store.shipment_live import live_states
 from api.views.shipments import shape_public
 
@@ -27,8 +28,9 @@ _NOT_FOUND: Final[dict[int | str, dict[str, Any]]] = {404: {"description": "no s
 
 
 @router.get("/track/{public_token}", responses=_NOT_FOUND)
-def public_tracking(public_token: str, conn: Conn, response: Response) -> PublicTracking:
-    """Public, no auth: status, ETA, delivery time, customer-facing events and progress of one shipment."""
+def public_tracking(public_token: str, conn: Conn, response: Response) -> PublicTrackingWithTickets:
+    """Public, no auth: status, ETA, delivery time, customer-facing events and progress of one
+    shipment, and its after-sales tickets (status only)."""
     response.headers.update(NO_STORE)
     row = tracking.by_public_token(conn, public_token) if len(public_token) <= MAX_TOKEN_LENGTH else None
     if row is None:
@@ -39,4 +41,6 @@ def public_tracking(public_token: str, conn: Conn, response: Response) -> Public
     # The start distance only matters on the road (progress between 10 and 90 %).
     loading_at = next((e.ts for e in live.events if e.type == "loading"), None)
     initial_km = tracking.initial_distance_km(conn, row, loading_at) if status == "in_transit" else None
-    return shape_public(status, live, initial_km)
+    shaped = shape_public(status, live, initial_km)
+    tickets = public_tickets(conn, str(row["ref"]))
+    return PublicTrackingWithTickets.model_validate({**dict(shaped), "tickets": tickets})

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, StringConstraints, model_validator
 
 from api.schemas.common import Code, In, Number, Out, UtcDatetime
+from api.schemas.shipments import PublicTracking
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
 Short = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
@@ -193,6 +194,10 @@ class PublicTicketOut(Out):
     opened_at: UtcDatetime
     summary: str
     feedback_given: bool
+
+
+class PublicTrackingWithTickets(PublicTracking):
+    tickets: list[PublicTicketOut] = Field(description="the shipment's after-sales tickets, status only (CONTRACT §4)")
 
 
 class FeedbackIn(In):

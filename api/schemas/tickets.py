@@ -53,6 +53,7 @@ class TicketOut(Out):
     escalated_to: str | None = Field(description="extension: who took the ticket when its SLA was breached")
     site: str | None = Field(description="extension: the site whose agents work it")
     channel: str = Field(description="extension: staff, public (the tracking page) or automatic")
+    contact: str | None = Field(description="extension: how to reach the customer who reported it (public channel)")
     first_response_at: UtcDatetime | None = Field(description="extension: event time of the first reply")
     resolved_at: UtcDatetime | None = Field(description="extension: event time of the resolution")
     feedback_score: int | None = Field(description="extension: the customer's 1-5 once resolved")

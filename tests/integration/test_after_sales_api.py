@@ -216,8 +216,8 @@ def test_customer_reports_a_problem_and_gives_feedback_once(world: psycopg.Conne
                                                                         "contact": "kim@example.com"}), 201)
     assert set(issue) == {"id", "type", "status", "opened_at", "summary", "feedback_given"}
     staff_view = body(op.get(f"/api/v1/tickets/{issue['id']}"))
-    assert (staff_view["type"], staff_view["shipment"], staff_view["channel"], staff_view["customer"]) == (
-        "complaint", "SHP-1", "public", "CUST-1")
+    assert (staff_view["type"], staff_view["shipment"], staff_view["channel"], staff_view["customer"],
+            staff_view["contact"]) == ("complaint", "SHP-1", "public", "CUST-1", "kim@example.com")
     refused(anonymous.post("/api/v1/track/not-a-token/issues", json={"summary": "x", "contact": "a@b.c"}), 404,
             "no shipment")
     # feedback before resolution is refused, after it taken once
@@ -237,6 +237,7 @@ def test_customer_reports_a_problem_and_gives_feedback_once(world: psycopg.Conne
             "no ticket")
     listed = body(anonymous.get("/api/v1/track/tok-shp-1/tickets"))
     assert listed == [{**issue, "status": "resolved", "feedback_given": True}]
+    assert body(anonymous.get("/api/v1/track/tok-shp-1"))["tickets"] == listed  # the tracking view lists them too
     # rate limit: 3 reports per hour per shipment (the first one counts)
     for i in range(2):
         body(anonymous.post("/api/v1/track/tok-shp-1/issues", json={"summary": f"more {i}", "contact": "k@x.io"}),

@@ -25,7 +25,7 @@ TICKET_KEYS = {"id", "type", "status", "shipment", "alarm_id", "opened_at", "sum
                "notes", "rma", "cause", "updated_at",
                # CONTRACT §4 (after-sales workflow)
                "priority", "assignee", "first_response_due", "resolution_due", "sla_breached", "customer",
-               "timeline", "escalated_to", "site", "channel", "first_response_at", "resolved_at",
+               "timeline", "escalated_to", "site", "channel", "contact", "first_response_at", "resolved_at",
                "feedback_score", "feedback_comment"}
 
 

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 11, 20, 6, 0, tzinfo=UTC)
 TOKEN = "tok-shp-1"
-PUBLIC_KEYS = {"status", "eta", "delivered_at", "events", "progress_pct"}
+PUBLIC_KEYS = {"status", "eta", "delivered_at", "events", "progress_pct", "tickets"}
 Json = dict[str, Any]
 
 
@@ -87,7 +87,7 @@ def not_found(response: Response) -> None:
 
 def test_planned_shipment(public: TestClient) -> None:
     assert track(public) == {"status": "planned", "eta": None, "delivered_at": None, "events": [],
-                             "progress_pct": 0}
+                             "progress_pct": 0, "tickets": []}
 
 
 def test_in_transit_with_known_distances(db: psycopg.Connection, public: TestClient) -> None:
