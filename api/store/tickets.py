@@ -274,36 +274,43 @@ def intake(conn: psycopg.Connection, now: datetime) -> int:
 
 def sweep_breaches(conn: psycopg.Connection, now: datetime) -> int:
     """Raise an ``sla_breach`` alarm (dated at the due time: event time) for each due time passed
-    without its step, mark the ticket and escalate it once. Returns the breaches newly raised."""
+    without its step, once per ticket and kind; mark the ticket and escalate it (once). An alarm
+    clears when its step is done (at the step's event time). Returns the breaches newly raised.
+
+    The query only narrows the candidates (tickets with a kind not yet raised); ``core.sla``
+    decides."""
     system = service_settings().service_author
+    _clear_done(conn)
     ids = [r[0] for r in conn.execute(
-        "SELECT id FROM tickets WHERE first_response_due IS NOT NULL AND NOT sla_breached AND ("
-        "(first_response_at IS NULL AND first_response_due <= %(now)s) OR first_response_at > first_response_due "
-        "OR (resolved_at IS NULL AND resolution_due <= %(now)s) OR resolved_at > resolution_due) "
-        "ORDER BY id LIMIT 500", {"now": now}).fetchall()]
+        "SELECT id FROM tickets WHERE first_response_due IS NOT NULL AND cardinality(sla_breaches) < 2 AND ("
+        "(NOT 'first_response' = ANY(sla_breaches) AND (first_response_due <= %(now)s "
+        "OR first_response_at > first_response_due)) OR (NOT 'resolution' = ANY(sla_breaches) AND "
+        "(resolution_due <= %(now)s OR resolved_at > resolution_due))) ORDER BY id LIMIT 500",
+        {"now": now}).fetchall()]
     raised = 0
     for ticket_id in ids:
         with conn.transaction():
             row = get_ticket(conn, ticket_id, lock=True)
-            if row is None or row["sla_breached"]:
+            if row is None:
                 continue
             clock = TicketClock(SlaDues(row["first_response_due"], row["resolution_due"]),
                                 row["first_response_at"], row["resolved_at"])
-            found = breaches(clock, now)
+            found = [b for b in breaches(clock, now) if b.kind not in row["sla_breaches"]]
             if not found:
                 continue
             timeline = list(row["timeline"])
             for b in found:
                 label = b.kind.replace("_", " ")
-                inserted = conn.execute(
-                    "INSERT INTO alarms (type, severity, state, shipment, subject, started_at, message) "
-                    "VALUES ('sla_breach', 'warning', 'active', %s, %s, %s, %s) "
-                    "ON CONFLICT (type, subject) WHERE state = 'active' DO NOTHING RETURNING id",
-                    (row["shipment"], f"ticket:{ticket_id}:{b.kind}", b.due,
-                     f"ticket {ticket_id}: {label} was due {b.due:%Y-%m-%d %H:%M} UTC")).fetchone()
-                raised += inserted is not None
+                done = row["first_response_at"] if b.kind == "first_response" else row["resolved_at"]
+                conn.execute(
+                    "INSERT INTO alarms (type, severity, state, shipment, subject, started_at, cleared_at, message) "
+                    "VALUES ('sla_breach', 'warning', %s, %s, %s, %s, %s, %s)",
+                    ("active" if done is None else "cleared", row["shipment"], f"ticket:{ticket_id}:{b.kind}",
+                     b.due, done, f"ticket {ticket_id}: {label} was due {b.due:%Y-%m-%d %H:%M} UTC"))
+                raised += 1
                 timeline.append(entry(b.due, system, "note", f"SLA breached: {label} due {b.due.isoformat()}"))
-            changes: dict[str, Any] = {"sla_breached": True, "timeline": timeline}
+            changes: dict[str, Any] = {"sla_breached": True, "timeline": timeline,
+                                       "sla_breaches": [*row["sla_breaches"], *(b.kind for b in found)]}
             rule = rule_for(_rules(conn, row["type"]), row["type"], row["site"])
             target = escalation_target(rule, row["assignee"])
             if target is not None and row["escalated_to"] is None:
@@ -311,6 +318,17 @@ def sweep_breaches(conn: psycopg.Connection, now: datetime) -> int:
                 changes["escalated_to"] = target
             _write(conn, ticket_id, changes)
     return raised
+
+
+def _clear_done(conn: psycopg.Connection) -> None:
+    """A breach alarm whose step has since been done is cleared at the step's event time."""
+    with conn.transaction():
+        conn.execute(
+            "UPDATE alarms a SET state = 'cleared', cleared_at = CASE WHEN a.subject LIKE '%%:first_response' "
+            "THEN t.first_response_at ELSE t.resolved_at END, updated_at = now() FROM tickets t "
+            "WHERE a.type = 'sla_breach' AND a.state = 'active' AND ("
+            "(a.subject = 'ticket:' || t.id || ':first_response' AND t.first_response_at IS NOT NULL) OR "
+            "(a.subject = 'ticket:' || t.id || ':resolution' AND t.resolved_at IS NOT NULL))")
 
 
 def put_assignment_rule(conn: psycopg.Connection, type_: str, site: str, agents: list[str],

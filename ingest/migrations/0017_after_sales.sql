@@ -27,12 +27,13 @@ ALTER TABLE tickets
     ADD COLUMN first_response_at   timestamptz,
     ADD COLUMN resolved_at         timestamptz,
     ADD COLUMN sla_breached        boolean NOT NULL DEFAULT false,
+    ADD COLUMN sla_breaches        text[] NOT NULL DEFAULT '{}',   -- kinds raised: first_response, resolution
     ADD COLUMN timeline            jsonb NOT NULL DEFAULT '[]',
     ADD COLUMN feedback_score      integer CHECK (feedback_score BETWEEN 1 AND 5),
     ADD COLUMN feedback_comment    text,
     ADD COLUMN feedback_at         timestamptz;
 -- Tickets the SLA sweep must still look at (not yet taken in, or open with a clock running).
-CREATE INDEX tickets_sla_open ON tickets (id) WHERE status NOT IN ('resolved', 'closed') OR first_response_due IS NULL;
+CREATE INDEX tickets_sla_open ON tickets (id) WHERE cardinality(sla_breaches) < 2;
 CREATE INDEX tickets_public_recent ON tickets (shipment, opened_at) WHERE channel = 'public';
 
 -- Assignment: tickets of a type at a site go to its agents in turn (site '*' = any site).

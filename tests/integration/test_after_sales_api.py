@@ -189,6 +189,14 @@ def test_round_robin_assignment_and_sla_breach_in_event_time(world: psycopg.Conn
     assert not body(op.get(f"/api/v1/tickets/{second['id']}"))["sla_breached"]
     assert body(op.get(f"/api/v1/tickets/{third['id']}"))["sla_breached"]
     assert ticket_store.sweep_breaches(world, datetime.now(UTC)) == 0  # raised once
+    # ticket 3's alarm was born cleared at its late reply; ticket 1's clears when someone answers
+    late_reply = opened_at + timedelta(hours=2)
+    assert world.execute("SELECT state, cleared_at FROM alarms WHERE subject = %s",
+                         (f"ticket:{third['id']}:first_response",)).fetchone() == ("cleared", late_reply)
+    body(op.post(f"/api/v1/tickets/{first['id']}/notes", json={"text": "on it"}), 201)
+    assert ticket_store.sweep_breaches(world, datetime.now(UTC)) == 0
+    assert world.execute("SELECT state FROM alarms WHERE subject = %s",
+                         (f"ticket:{first['id']}:first_response",)).fetchone() == ("cleared",)
     refused(op.post(f"/api/v1/tickets/{third['id']}/notes", json={"text": "x", "ts": (
         datetime.now(UTC) + timedelta(hours=1)).isoformat()}), 422, "future")
     # the workflow refuses what it does not allow
