@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from api.auth import Operator, Viewer
 from api.db import Conn
 from api.routes.common import found
-from api.schemas.service import PartIn, RepairIn, RepairOut, RepairPatch
+from api.schemas.service import IdPath, PartIn, RepairIn, RepairOut, RepairPatch
 from api.service_config import refusals
 from api.store import repairs as store
 
@@ -21,19 +21,19 @@ def create_repair(body: RepairIn, conn: Conn, who: Operator) -> RepairOut:
 
 
 @router.get("/repairs/{repair_id}")
-def get_repair(repair_id: int, conn: Conn, _: Viewer) -> RepairOut:
+def get_repair(repair_id: IdPath, conn: Conn, _: Viewer) -> RepairOut:
     return RepairOut.model_validate(found(store.get_repair(conn, repair_id), "repair", str(repair_id)))
 
 
 @router.patch("/repairs/{repair_id}")
-def update_repair(repair_id: int, body: RepairPatch, conn: Conn, _: Operator) -> RepairOut:
+def update_repair(repair_id: IdPath, body: RepairPatch, conn: Conn, _: Operator) -> RepairOut:
     with refusals():
         row = store.set_status(conn, repair_id, body.status)
     return RepairOut.model_validate(found(row, "repair", str(repair_id)))
 
 
 @router.post("/repairs/{repair_id}/parts")
-def consume_part(repair_id: int, body: PartIn, conn: Conn, _: Operator) -> RepairOut:
+def consume_part(repair_id: IdPath, body: PartIn, conn: Conn, _: Operator) -> RepairOut:
     """Moves the part from stock (the named lot only, when given) to the site's consumed location;
     409 insufficient_stock moves nothing."""
     with refusals():

@@ -11,6 +11,7 @@ from api.auth import Admin, Operator, Viewer
 from api.db import Conn
 from api.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, decode_cursor, page
 from api.routes.common import found
+from api.schemas.service import IdPath
 from api.schemas.tickets import (
     AssignmentRuleIn,
     AssignmentRuleOut,
@@ -43,7 +44,7 @@ def list_tickets(conn: Conn, _: Viewer, shipment: str | None = None,
 
 
 @router.get("/tickets/{ticket_id}")
-def get_ticket(ticket_id: int, conn: Conn, _: Viewer) -> TicketDetailOut:
+def get_ticket(ticket_id: IdPath, conn: Conn, _: Viewer) -> TicketDetailOut:
     """The ticket and the ledger movements of its return (movements whose ref is the ticket's rma)."""
     row = found(store.get_ticket(conn, ticket_id), "ticket", str(ticket_id))
     return TicketDetailOut.model_validate({**row, "movements": store.movements_for(conn, row["rma"])})
@@ -57,7 +58,7 @@ def open_ticket(body: TicketIn, conn: Conn, who: Operator) -> TicketOut:
 
 
 @router.patch("/tickets/{ticket_id}")
-def update_ticket(ticket_id: int, body: TicketPatch, conn: Conn, who: Operator) -> TicketOut:
+def update_ticket(ticket_id: IdPath, body: TicketPatch, conn: Conn, who: Operator) -> TicketOut:
     """Change the status (409 for a move the workflow does not allow), assignee, priority, and/or
     append a note; each is a timeline entry by the token's user."""
     with refusals():
@@ -66,7 +67,7 @@ def update_ticket(ticket_id: int, body: TicketPatch, conn: Conn, who: Operator) 
 
 
 @router.post("/tickets/{ticket_id}/notes", status_code=201)
-def add_note(ticket_id: int, body: NoteIn, conn: Conn, who: Operator) -> TicketOut:
+def add_note(ticket_id: IdPath, body: NoteIn, conn: Conn, who: Operator) -> TicketOut:
     with refusals():
         row = store.add_note(conn, ticket_id, body.text, body.ts, who.name)
     return TicketOut.model_validate(found(row, "ticket", str(ticket_id)))

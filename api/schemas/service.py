@@ -7,6 +7,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
+from fastapi import Path
 from pydantic import Field, StringConstraints, model_validator
 
 from api.schemas.common import Code, In, Number, Out, UtcDatetime
@@ -16,6 +17,8 @@ Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max
 Short = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 Qty = Annotated[Decimal, Field(gt=0, max_digits=18, decimal_places=6)]
 RmaStatus = Literal["requested", "approved", "rejected", "received", "inspected", "closed"]
+BIGINT_MAX = 2**63 - 1  # ids are bigint: a larger number names nothing, and must be a 422, not a 500
+IdPath = Annotated[int, Path(ge=1, le=BIGINT_MAX)]
 Disposition = Literal["restock", "scrap", "repair", "return_to_supplier"]
 
 
@@ -34,7 +37,7 @@ class RmaIn(In):
     order: Code | None = None
     shipment: Code | None = None
     lines: list[RmaLineIn] = Field(min_length=1, max_length=500)
-    ticket: int | None = Field(None, ge=1, description="extension: the ticket this return answers")
+    ticket: int | None = Field(None, ge=1, le=BIGINT_MAX, description="extension: the ticket this return answers")
     returns_location: Code | None = Field(None, description="extension: default the site's returns location")
 
     @model_validator(mode="after")
@@ -141,7 +144,7 @@ class RmaOut(Out):
 
 
 class RepairIn(In):
-    ticket: int = Field(ge=1)
+    ticket: int = Field(ge=1, le=BIGINT_MAX)
     sku: Code
     serial: Short
     fault: Text
@@ -201,7 +204,7 @@ class PublicTrackingWithTickets(PublicTracking):
 
 
 class FeedbackIn(In):
-    ticket: int = Field(ge=1)
+    ticket: int = Field(ge=1, le=BIGINT_MAX)
     score: int = Field(ge=1, le=5)
     comment: Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)] | None = None
 

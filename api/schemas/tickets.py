@@ -74,7 +74,7 @@ class TicketIn(In):
     type: TicketType
     summary: Text
     shipment: Code | None = None
-    alarm_id: int | None = Field(None, ge=1)
+    alarm_id: int | None = Field(None, ge=1, le=2**63 - 1)
     rma: Rma | None = None
     note: Text | None = Field(None, description="first entry of the ticket's notes")
     priority: Priority = 3
