@@ -90,6 +90,7 @@ class RmaLineOut(Out):
     serial: str | None
     lot: str | None
     reason: str
+    delivered_at: UtcDatetime | None = Field(description="extension: when this serial was delivered to a customer")
 
 
 class ReceiptOut(Out):

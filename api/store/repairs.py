@@ -15,7 +15,7 @@ from api.store.service_ledger import post
 from core.repairs import StockAt, check_repair_transition, plan_parts, warranty
 
 
-def _delivered_at(conn: psycopg.Connection, sku: str, serial: str) -> datetime | None:
+def delivered_at(conn: psycopg.Connection, sku: str, serial: str) -> datetime | None:
     """Event time of the serial's latest delivery to a customer (not reversed)."""
     row = conn.execute(
         "SELECT max(m.ts) FROM movements m JOIN locations l ON l.code = m.to_location AND l.type = 'customer' "
@@ -35,7 +35,7 @@ def create_repair(conn: psycopg.Connection, body: Any, by: str) -> Row:
         site = body.site or ticket[0]
         if site is None:
             raise InvalidReferenceError("site: the ticket has no site; name the repair's site")
-        delivered = _delivered_at(conn, body.sku, body.serial)
+        delivered = delivered_at(conn, body.sku, body.serial)
         cover = warranty(delivered, item[0], datetime.now(UTC).date())
         with integrity_errors_translated("repair"), conn.cursor(row_factory=dict_row) as cur:
             row = cur.execute(

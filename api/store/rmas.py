@@ -15,6 +15,7 @@ from psycopg.types.json import Jsonb
 from api.errors import InvalidReferenceError
 from api.pagination import MAX_LIMIT
 from api.store.records import Row, integrity_errors_translated
+from api.store.repairs import delivered_at
 from api.store.service_ledger import post
 from core.rma import (
     DISPOSITION_TARGET,
@@ -223,6 +224,8 @@ def get_rma(conn: psycopg.Connection, ref: str) -> Row | None:
             return None
         rma["lines"] = cur.execute("SELECT sku, qty, serial, lot, reason FROM rma_lines WHERE rma_id = %s "
                                    "ORDER BY n", (rma["id"],)).fetchall()
+        for line in rma["lines"]:  # the serial's delivery: what its warranty and the return are measured from
+            line["delivered_at"] = None if line["serial"] is None else delivered_at(conn, line["sku"], line["serial"])
         rma["receipts"] = cur.execute(
             "SELECT m.id AS movement_id, m.ts, m.sku, m.qty, m.serial, m.lot, r.line, r.exception, r.alarm_id "
             "FROM rma_receipts r JOIN movements m ON m.id = r.movement_id WHERE r.rma_id = %s ORDER BY m.ts, m.id",

@@ -139,6 +139,9 @@ def test_repair_with_parts_and_warranty(world: psycopg.Connection, client_for: C
     assert repair["site"] == "DC1" and repair["status"] == "open"
     assert repair["warranty"]["covered"] is True
     assert repair["warranty"]["until"] > datetime.now(UTC).date().isoformat()
+    returned = body(op.post("/api/v1/rmas", json={"customer": "CUST-1", "shipment": "SHP-1", "lines": [
+        {"sku": "SKU-B", "qty": 1, "serial": "SN1", "reason": "no power"}]}), 201)
+    assert returned["lines"][0]["delivered_at"] == delivered.isoformat().replace("+00:00", "Z")
     never = body(op.post("/api/v1/repairs", json={"ticket": ticket["id"], "sku": "SKU-B", "serial": "SN-X",
                                                   "fault": "noise"}), 201)
     assert never["warranty"] == {"until": None, "covered": False}
