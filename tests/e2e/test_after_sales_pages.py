@@ -107,3 +107,9 @@ def test_customer_reports_and_rates_then_staff_see_the_service_page(
     expect(page.get_by_role("img", name="Tickets by type")).to_be_visible()
     page.screenshot(path=str(tmp_path / "service.png"), full_page=True)
     assert (tmp_path / "service.png").stat().st_size > 10_000
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Export CSV").click()
+    saved = tmp_path / "service-report.csv"
+    download.value.save_as(saved)
+    rows = saved.read_text().splitlines()
+    assert rows[0] == "section,key,value" and "summary,mean_feedback,4.0" in rows
