@@ -277,15 +277,16 @@ def sweep_breaches(conn: psycopg.Connection, now: datetime) -> int:
     without its step, once per ticket and kind; mark the ticket and escalate it (once). An alarm
     clears when its step is done (at the step's event time). Returns the breaches newly raised.
 
-    The query only narrows the candidates (tickets with a kind not yet raised); ``core.sla``
-    decides."""
+    The query only narrows the candidates (a kind not yet raised whose step is missing past its
+    due time, or late), so tickets served in time never come back; ``core.sla`` decides."""
     system = service_settings().service_author
     _clear_done(conn)
     ids = [r[0] for r in conn.execute(
         "SELECT id FROM tickets WHERE first_response_due IS NOT NULL AND cardinality(sla_breaches) < 2 AND ("
-        "(NOT 'first_response' = ANY(sla_breaches) AND (first_response_due <= %(now)s "
-        "OR first_response_at > first_response_due)) OR (NOT 'resolution' = ANY(sla_breaches) AND "
-        "(resolution_due <= %(now)s OR resolved_at > resolution_due))) ORDER BY id LIMIT 500",
+        "(NOT 'first_response' = ANY(sla_breaches) AND ((first_response_at IS NULL AND first_response_due <= %(now)s)"
+        " OR first_response_at > first_response_due)) OR (NOT 'resolution' = ANY(sla_breaches) AND "
+        "((resolved_at IS NULL AND resolution_due <= %(now)s) OR resolved_at > resolution_due))) "
+        "ORDER BY id LIMIT 500",
         {"now": now}).fetchall()]
     raised = 0
     for ticket_id in ids:

@@ -192,6 +192,16 @@ def test_round_robin_assignment_and_sla_breach_in_event_time(world: psycopg.Conn
     assert not body(op.get(f"/api/v1/tickets/{second['id']}"))["sla_breached"]
     assert body(op.get(f"/api/v1/tickets/{third['id']}"))["sla_breached"]
     assert ticket_store.sweep_breaches(world, datetime.now(UTC)) == 0  # raised once
+    # 600 older tickets served in time (more than a sweep's page) do not hide a newly overdue one
+    world.execute("INSERT INTO tickets (type, summary, opened_at, first_response_due, resolution_due, "
+                  "first_response_at, resolved_at, status) SELECT 'complaint', 'old', now() - interval '9 days', "
+                  "now() - interval '8 days', now() - interval '7 days', now() - interval '9 days', "
+                  "now() - interval '8 days', 'closed' FROM generate_series(1, 600)")
+    overdue = body(op.post("/api/v1/tickets", json={"type": "complaint", "summary": "late", "priority": 1}), 201)
+    world.execute("UPDATE tickets SET first_response_due = now() - interval '1 minute' WHERE id = %s",
+                  (overdue["id"],))
+    assert ticket_store.sweep_breaches(world, datetime.now(UTC)) == 1
+    assert body(op.get(f"/api/v1/tickets/{overdue['id']}"))["sla_breached"]
     # ticket 3's alarm was born cleared at its late reply; ticket 1's clears when someone answers
     late_reply = opened_at + timedelta(hours=2)
     assert world.execute("SELECT state, cleared_at FROM alarms WHERE subject = %s",
