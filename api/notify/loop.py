@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -61,13 +62,27 @@ class ServiceLoop:
         return done
 
     def run_once(self, conn: psycopg.Connection) -> None:
+        """One pass; each step on its own, so a failing one (logged) never starves the others."""
         now = datetime.now(UTC)
-        tickets.intake(conn, now)
-        tickets.sweep_breaches(conn, now)
-        rmas.receive_returns(conn)
-        while subscriptions.fan_out(conn) == subscriptions.FAN_OUT_PAGE:
-            pass
-        self.deliver_due(conn)
+
+        def fan_out_all() -> None:
+            while subscriptions.fan_out(conn) == subscriptions.FAN_OUT_PAGE:
+                pass
+
+        steps: list[tuple[str, Callable[[], object]]] = [
+            ("intake", lambda: tickets.intake(conn, now)),
+            ("SLA sweep", lambda: tickets.sweep_breaches(conn, now)),
+            ("return receipts", lambda: rmas.receive_returns(conn)),
+            ("fan-out", fan_out_all),
+            ("deliveries", lambda: self.deliver_due(conn)),
+        ]
+        for name, step in steps:
+            try:
+                step()
+            except psycopg.OperationalError:
+                raise  # the connection is gone: the caller reconnects
+            except Exception:
+                log.exception("service loop: %s failed; the next pass retries", name)
 
     def run(self, stop: threading.Event) -> None:
         """Until ``stop``: a database outage is logged and retried, never fatal."""
