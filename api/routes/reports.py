@@ -20,6 +20,8 @@ router = APIRouter(tags=["after-sales"])
 
 
 def _stats(conn: Conn, since: datetime | None, until: datetime | None, site: str | None) -> ServiceStats:
+    # A time without an offset is read as UTC (comparing it with an aware one would be an error).
+    since, until = (None if t is None else t if t.tzinfo else t.replace(tzinfo=UTC) for t in (since, until))
     if since is not None and until is not None and until <= since:
         raise InvalidInputError("to must be after from")
     now = datetime.now(UTC)

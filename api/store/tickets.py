@@ -92,6 +92,8 @@ def _event_time(ts: datetime | None, now: datetime) -> datetime:
     """A step's event time: as stated (a reply made on the phone, written up later), never the future."""
     if ts is None:
         return now
+    if ts.tzinfo is None:  # RFC 3339 wants an offset; a time without one is read as UTC
+        ts = ts.replace(tzinfo=UTC)
     if ts > now:
         raise InvalidInputError("ts: a ticket step cannot happen in the future")
     return ts

@@ -212,6 +212,8 @@ def test_round_robin_assignment_and_sla_breach_in_event_time(world: psycopg.Conn
                          (f"ticket:{first['id']}:first_response",)).fetchone() == ("cleared",)
     refused(op.post(f"/api/v1/tickets/{third['id']}/notes", json={"text": "x", "ts": (
         datetime.now(UTC) + timedelta(hours=1)).isoformat()}), 422, "future")
+    refused(op.post(f"/api/v1/tickets/{third['id']}/notes", json={"text": "x", "ts": (
+        datetime.now(UTC) + timedelta(hours=1)).replace(tzinfo=None).isoformat()}), 422, "future")
     # the workflow refuses what it does not allow
     body(op.patch(f"/api/v1/tickets/{second['id']}", json={"status": "waiting_customer"}))
     body(op.patch(f"/api/v1/tickets/{second['id']}", json={"status": "closed"}))
@@ -292,4 +294,7 @@ def test_service_report_json_and_csv(world: psycopg.Connection, client_for: Clie
     assert rows[0] == ["section", "key", "value"]
     assert ["summary", "mean_feedback", "2.0"] in rows and ["returns", "SKU-A/damaged", "2.0"] in rows
     refused(op.get("/api/v1/reports/service", params={"from": "2026-12-02T00:00:00Z", "to": "2026-12-01T00:00:00Z"}),
+            422, "after from")
+    # a time without an offset is UTC, not a 500
+    refused(op.get("/api/v1/reports/service", params={"from": "2026-12-02T00:00:00", "to": "2026-12-01T00:00:00Z"}),
             422, "after from")
