@@ -178,13 +178,21 @@ def test_a_receiver_down_for_days_is_given_up_after_the_retry_period(
     admin.put("/api/v1/subscriptions/all-tickets", json={"channel": "webhook", "target": receiver.url,
                                                          "events": ["ticket"], "secret": "s" * 20}
               ).raise_for_status()
+    with socket.socket() as probe:  # a port nobody listens on: the receiver's host is down
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    admin.put("/api/v1/subscriptions/host-down", json={"channel": "webhook", "target": f"http://127.0.0.1:{closed}/",
+                                                       "events": ["ticket"]}).raise_for_status()
     receiver.fail_first = 10_000
     client_for("operator").post("/api/v1/tickets", json={"type": "complaint", "summary": "x"}).raise_for_status()
     loop.run_once(db)
+    down = admin.get("/api/v1/subscriptions/host-down/deliveries").json()["items"]
+    assert [(d["status"], d["attempts"], d["last_http_status"]) for d in down] == [("pending", 1, None)]
+    assert down[0]["last_error"].startswith("ConnectError")
     now = datetime.now(UTC)
-    assert loop.deliver_due(db, now + timedelta(hours=24)) == 1  # still retrying after a day
+    assert loop.deliver_due(db, now + timedelta(hours=24)) == 2  # both still retried after a day
     assert admin.get("/api/v1/subscriptions/all-tickets/deliveries").json()["items"][0]["status"] == "pending"
-    assert loop.deliver_due(db, now + timedelta(hours=49)) == 1
+    assert loop.deliver_due(db, now + timedelta(hours=49)) == 2
     last = admin.get("/api/v1/subscriptions/all-tickets/deliveries").json()["items"][0]
     assert (last["status"], last["attempts"], last["last_http_status"]) == ("failed", 3, 503)
 
