@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 
+import psycopg
 import pytest
 
 from api.tokens import create_token
@@ -26,7 +27,8 @@ DEADLINE_S = 60.0
 
 
 @pytest.fixture
-def stack(broker_settings: Settings, database_url: str) -> Iterator[tuple[Settings, str, str]]:
+def stack(broker_settings: Settings, database_url: str, db: psycopg.Connection) -> Iterator[tuple[Settings, str, str]]:
+    """The API process (with its service loop) and one ingest worker, on an emptied database."""
     settings = stack_settings(broker_settings, database_url, api_port=free_port())
     server = ApiServer(settings)
     server.start()
@@ -63,6 +65,6 @@ def test_after_sales_scenario_then_the_service_steps(stack: tuple[Settings, str,
         part = report.expected["spare_part"]
         used = [s for s in api.items("/stock", sku=part["sku"]) if s["location"] == "SIM-DC1-USED"]
         assert [(s["lot"], s["qty"]) for s in used] == [(part["lot"], 2)]
-        service = api.get("/reports/service")
+        service = api.get("/reports/service", site="SIM-DC1")
         assert service["returns"] == [{"sku": "SIM-YOG", "reason": "crushed", "qty": 2.0}]
         assert service["mean_feedback"] == 5.0
