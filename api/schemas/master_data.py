@@ -77,6 +77,8 @@ class ItemIn(In):
     reorder_qty: Decimal | None = Field(None, gt=0, max_digits=18, decimal_places=6)
     lead_time_days: Decimal | None = Field(None, ge=0, max_digits=10, decimal_places=3)
     default_location: Code | None = Field(None, description="extension: the bin received goods are put away to")
+    warranty_months: int | None = Field(None, ge=0, le=1200, description="CONTRACT 3.3: repairs' warranty from "
+                                                                          "the serial's delivery")
 
     @field_validator("gtin")
     @classmethod
@@ -98,6 +100,7 @@ class ItemOut(Out):
     reorder_qty: Number | None = None
     lead_time_days: Number | None = None
     default_location: str | None = None
+    warranty_months: int | None = None
     created_at: UtcDatetime
     updated_at: UtcDatetime
 

@@ -12,7 +12,7 @@ from api.store.records import Row, Table, upsert
 SITES = Table("sites", "code", ("name", "tz", "geofence"))
 LOCATIONS = Table("locations", "code", ("site", "type", "name"))
 ITEMS = Table("items", "sku", ("name", "gtin", "profile", "reorder_point", "reorder_qty", "lead_time_days",
-                               "default_location"))
+                               "default_location", "warranty_months"))
 PROFILES = Table("profiles", "code", ("temp_min_c", "temp_max_c", "rh_min_pct", "rh_max_pct", "delay_s",
                                       "hysteresis_c", "cumulative_s"))
 GEOFENCES = Table("geofences", "code", ("type", "lat", "lon", "radius_m", "coordinates"),

@@ -123,6 +123,9 @@ def _deliver_serial(db: psycopg.Connection, at: datetime) -> None:
 
 
 def test_repair_with_parts_and_warranty(world: psycopg.Connection, client_for: ClientFor) -> None:
+    item = client_for("admin").put("/api/v1/items/SKU-B", json={"name": "Cheese", "gtin": GTIN_B,
+                                                                 "warranty_months": 12})
+    assert item.status_code == 200 and item.json()["warranty_months"] == 12, item.text
     op = client_for("operator", "rita")
     delivered = datetime.now(UTC) - timedelta(days=200)
     _deliver_serial(world, delivered)
