@@ -170,7 +170,8 @@ class WarrantyOut(Out):
 
 class RepairOut(Out):
     id: int
-    ticket: int = Field(validation_alias="ticket_id")
+    ticket: int | None = Field(validation_alias="ticket_id", description="null once ingest withdrew the "
+                                                                        "automatic ticket it answered")
     sku: str
     serial: str
     fault: str

@@ -56,7 +56,8 @@ CREATE TABLE rmas (
     order_ref          text,
     shipment           text REFERENCES shipments (ref),
     returns_location   text NOT NULL REFERENCES locations (code),
-    ticket_id          bigint REFERENCES tickets (id),
+    -- SET NULL: ingest may delete an untouched automatic ticket whose alarm late data withdrew.
+    ticket_id          bigint REFERENCES tickets (id) ON DELETE SET NULL,
     decision_reason    text,
     decided_by         text,
     refund             jsonb,        -- {amount, currency, status}
@@ -93,7 +94,7 @@ CREATE TABLE rma_inspections (
 -- Repairs.
 CREATE TABLE repairs (
     id              bigserial PRIMARY KEY,
-    ticket_id       bigint NOT NULL REFERENCES tickets (id),
+    ticket_id       bigint REFERENCES tickets (id) ON DELETE SET NULL,  -- as rmas.ticket_id
     sku             text NOT NULL REFERENCES items (sku),
     serial          text NOT NULL,
     fault           text NOT NULL,
