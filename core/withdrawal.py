@@ -26,18 +26,22 @@ Withdrawal = Literal["delete", "withdraw"]
 @dataclass(frozen=True, slots=True)
 class TicketTouch:
     """What a person could have done to a ticket: open it themselves, move its status, write a
-    note."""
+    note, assign it or change its priority (timeline entries by a person), or start a return or a
+    repair from it."""
 
     id: int
     automatic: bool  # opened by the rules (it has a cause), not by a person
     status: str
     notes: int
+    person_entries: int = 0  # timeline entries whose author is a person, not the service loop
+    linked_work: int = 0  # RMAs and repair orders that name the ticket
 
     @property
     def untouched(self) -> bool:
-        # Status and notes are what a person can change on a ticket. updated_at is deliberately
-        # not a criterion: machines (an SLA intake, an automatic assignment) update it too.
-        return self.automatic and self.status == "open" and self.notes == 0
+        # updated_at is deliberately not a criterion: machines (an SLA intake, an automatic
+        # assignment by the service loop) update it too.
+        return (self.automatic and self.status == "open" and self.notes == 0 and self.person_entries == 0
+                and self.linked_work == 0)
 
 
 def withdrawal(acknowledged: bool, tickets: Sequence[TicketTouch]) -> Withdrawal:

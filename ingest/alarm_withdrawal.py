@@ -12,13 +12,21 @@ import psycopg
 
 from core.withdrawal import WITHDRAWN, TicketTouch, withdrawal
 
+# The author name of the after-sales service loop's own timeline entries (api/service_config.py).
+SERVICE_AUTHOR = "system"
+
 
 def _tickets_of(cur: psycopg.Cursor, alarm_ids: Sequence[int]) -> dict[int, list[TicketTouch]]:
     out: dict[int, list[TicketTouch]] = {}
+    # The service loop writes its timeline entries as SERVICE_AUTHOR; any other author is a person.
     for alarm_id, *row in cur.execute(
-            "SELECT alarm_id, id, cause IS NOT NULL, status, jsonb_array_length(notes) FROM tickets "
-            "WHERE alarm_id = ANY(%s) ORDER BY id FOR UPDATE", (list(alarm_ids),)):
-        touch = TicketTouch(int(row[0]), bool(row[1]), row[2], int(row[3]))
+            "SELECT t.alarm_id, t.id, t.cause IS NOT NULL, t.status, jsonb_array_length(t.notes), "
+            "(SELECT count(*) FROM jsonb_array_elements(t.timeline) e WHERE e->>'author' IS DISTINCT FROM %s), "
+            "(SELECT count(*) FROM rmas r WHERE r.ticket_id = t.id) "
+            "+ (SELECT count(*) FROM repairs p WHERE p.ticket_id = t.id) "
+            "FROM tickets t WHERE t.alarm_id = ANY(%s) ORDER BY t.id FOR UPDATE OF t",
+            (SERVICE_AUTHOR, list(alarm_ids))):
+        touch = TicketTouch(int(row[0]), bool(row[1]), row[2], int(row[3]), int(row[4]), int(row[5]))
         out.setdefault(int(alarm_id), []).append(touch)
     return out
 

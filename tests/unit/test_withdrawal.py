@@ -24,3 +24,8 @@ def test_a_ticket_a_person_touched_keeps_its_alarm_as_withdrawn() -> None:
     assert withdrawal(False, [_ticket(status="in_progress")]) == "withdraw"
     assert withdrawal(False, [_ticket(automatic=False)]) == "withdraw", "a person opened it"
     assert withdrawal(False, [_ticket(), _ticket(notes=2)]) == "withdraw"
+
+
+def test_a_ticket_a_person_assigned_or_started_a_return_from_keeps_its_alarm_as_withdrawn() -> None:
+    assert withdrawal(False, [TicketTouch(1, True, "open", 0, person_entries=1)]) == "withdraw", "assigned by a person"
+    assert withdrawal(False, [TicketTouch(1, True, "open", 0, linked_work=1)]) == "withdraw", "an RMA names it"
